@@ -1,0 +1,99 @@
+"""The only MPI layer: world communicator, a serial stand-in, collective asserts, abort-on-error.
+
+Every collective function takes ``comm`` as a parameter (tests pass ``COMM_SELF`` or the
+serial stand-in); nothing here holds a module-level communicator. When mpi4py is missing,
+:func:`world` returns :class:`SerialComm`, which implements the few methods the package
+calls with single-process semantics.
+"""
+import logging
+import sys
+import traceback
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def world():
+    """``MPI.COMM_WORLD``, or a :class:`SerialComm` when mpi4py cannot be imported."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return SerialComm()
+    return MPI.COMM_WORLD
+
+
+class SerialComm:
+    """A one-process communicator with the subset of the mpi4py API that hpc_es uses."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def Barrier(self):
+        pass
+
+    def Abort(self, errorcode=1):
+        sys.exit(errorcode)
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def allgather(self, obj):
+        return [obj]
+
+    def allreduce(self, obj, op=None):
+        return obj
+
+    def Allgather(self, sendbuf, recvbuf):
+        np.copyto(np.asarray(recvbuf).reshape(np.shape(sendbuf)), sendbuf)
+
+    def Allreduce(self, sendbuf, recvbuf, op=None):
+        np.copyto(recvbuf, sendbuf)
+
+
+def split_range(n, rank, size):
+    """[start, stop) of rank's share of n items in contiguous, near-equal blocks."""
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def parallel_assert(comm, condition, message):
+    """Collective over ``comm``: raise AssertionError on every rank if any rank's condition is false.
+
+    The message names the failing ranks, so a test fails on all ranks instead of one rank
+    raising while the others wait in the next collective.
+    """
+    flags = comm.allgather(bool(condition))
+    failed = [r for r, ok in enumerate(flags) if not ok]
+    if failed:
+        raise AssertionError(f"{message} (failed on ranks {failed} of {len(flags)})")
+
+
+def sum_int(comm, value):
+    """Collective over ``comm``: the sum of an integer over all ranks."""
+    return int(comm.allreduce(int(value)))
+
+
+def install_excepthook(comm):
+    """On an uncaught exception: log rank + traceback, then ``Abort`` so no rank hangs.
+
+    ``python -m mpi4py`` does the same; this covers launches without it.
+    """
+    if comm.Get_size() == 1:
+        return
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        sys.stderr.write(f"[rank {comm.Get_rank()}/{comm.Get_size()}] uncaught exception, aborting job:\n")
+        sys.stderr.write("".join(traceback.format_exception(exc_type, exc, tb)))
+        sys.stderr.flush()
+        try:
+            comm.Abort(1)
+        finally:
+            previous(exc_type, exc, tb)
+
+    sys.excepthook = hook

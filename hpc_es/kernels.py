@@ -1,0 +1,200 @@
+"""numba kernels: the CNN's non-GEMM work (im2col, col2im, pooling, activations, loss).
+
+Every ``@njit`` of the package lives here. Kernels are pure: no globals, no I/O, no MPI, no
+random numbers; they write into preallocated ``out`` arrays and assume C-contiguous inputs
+of one float dtype (float32 in production, float64 in the finite-difference tests). The
+GEMMs themselves go to BLAS through ``numpy.matmul`` in :mod:`hpc_es.layers`.
+
+Layout is NHWC throughout (as the TensorFlow tutorial the paper takes its network from),
+so an im2col row is one output pixel and its columns run (kernel row, kernel col, channel),
+which is exactly a TF ``(k, k, C_in, C_out)`` weight tensor reshaped to ``(k*k*C_in, C_out)``.
+"""
+import numpy as np
+from numba import njit
+
+# A safe fastmath set: reassociation and contraction (FMA) for vectorised loops, but no
+# 'nnan'/'ninf', so NaN and inf still propagate and can be detected by the caller.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+NJIT = dict(cache=True, nogil=True, fastmath=FASTMATH)
+
+
+@njit(**NJIT)
+def im2col_same(x, k, scale, out):
+    """Patches of ``x`` (B, H, W, C) for a k x k 'SAME' stride-1 conv into ``out`` (B*H*W, k*k*C).
+
+    Pixels outside the image are zero; every value is multiplied by ``scale`` (1/255 when
+    ``x`` holds raw uint8 pixels, else 1). Every element of ``out`` is written.
+    """
+    B, H, W, C = x.shape
+    pad = k // 2
+    for b in range(B):
+        for i in range(H):
+            for j in range(W):
+                row = (b * H + i) * W + j
+                for di in range(k):
+                    ii = i + di - pad
+                    for dj in range(k):
+                        jj = j + dj - pad
+                        base = (di * k + dj) * C
+                        if ii >= 0 and ii < H and jj >= 0 and jj < W:
+                            for c in range(C):
+                                out[row, base + c] = x[b, ii, jj, c] * scale
+                        else:
+                            for c in range(C):
+                                out[row, base + c] = 0.0
+
+
+@njit(**NJIT)
+def col2im_same(dcols, k, out):
+    """Adjoint of :func:`im2col_same` (scale 1): sums ``dcols`` (B*H*W, k*k*C) into ``out`` (B, H, W, C)."""
+    B, H, W, C = out.shape
+    pad = k // 2
+    out[...] = 0.0
+    for b in range(B):
+        for i in range(H):
+            for j in range(W):
+                row = (b * H + i) * W + j
+                for di in range(k):
+                    ii = i + di - pad
+                    if ii < 0 or ii >= H:
+                        continue
+                    for dj in range(k):
+                        jj = j + dj - pad
+                        if jj < 0 or jj >= W:
+                            continue
+                        base = (di * k + dj) * C
+                        for c in range(C):
+                            out[b, ii, jj, c] += dcols[row, base + c]
+
+
+@njit(**NJIT)
+def pool_bias_relu(z, bias, out, argmax):
+    """``out = relu(maxpool2x2(z) + bias)`` for z (B, H, W, C), H and W even.
+
+    Pooling before the bias and ReLU is exact (both are monotone and the bias is constant
+    per channel) and touches 4x fewer elements. ``argmax`` (B, H/2, W/2, C) int8 records
+    which of the four inputs won (0..3, row-major in the 2x2 window) for the backward pass.
+    """
+    B, H, W, C = z.shape
+    for b in range(B):
+        for i in range(H // 2):
+            for j in range(W // 2):
+                for c in range(C):
+                    best = z[b, 2 * i, 2 * j, c]
+                    arg = 0
+                    v = z[b, 2 * i, 2 * j + 1, c]
+                    if v > best:
+                        best = v
+                        arg = 1
+                    v = z[b, 2 * i + 1, 2 * j, c]
+                    if v > best:
+                        best = v
+                        arg = 2
+                    v = z[b, 2 * i + 1, 2 * j + 1, c]
+                    if v > best:
+                        best = v
+                        arg = 3
+                    best += bias[c]
+                    out[b, i, j, c] = best if best > 0.0 else 0.0
+                    argmax[b, i, j, c] = arg
+
+
+@njit(**NJIT)
+def pool_bias_relu_backward(dout, out, argmax, dz, dbias):
+    """Backward of :func:`pool_bias_relu`: writes every element of ``dz`` (B, H, W, C) and ``dbias`` (C,).
+
+    The gradient reaches the winning input of each window where the output was positive.
+    """
+    B, H2, W2, C = dout.shape
+    for c in range(C):
+        dbias[c] = 0.0
+    for b in range(B):
+        for i in range(H2):
+            for j in range(W2):
+                for c in range(C):
+                    g = dout[b, i, j, c] if out[b, i, j, c] > 0.0 else 0.0
+                    dbias[c] += g
+                    arg = argmax[b, i, j, c]
+                    dz[b, 2 * i, 2 * j, c] = g if arg == 0 else 0.0
+                    dz[b, 2 * i, 2 * j + 1, c] = g if arg == 1 else 0.0
+                    dz[b, 2 * i + 1, 2 * j, c] = g if arg == 2 else 0.0
+                    dz[b, 2 * i + 1, 2 * j + 1, c] = g if arg == 3 else 0.0
+
+
+@njit(**NJIT)
+def bias_act(z, bias, relu):
+    """In place: ``z += bias`` per column of z (B, F), then ReLU if ``relu``."""
+    B, F = z.shape
+    for b in range(B):
+        for f in range(F):
+            v = z[b, f] + bias[f]
+            if relu and v < 0.0:
+                v = 0.0
+            z[b, f] = v
+
+
+@njit(**NJIT)
+def relu_backward(dh, h, dbias):
+    """In place: ``dh *= (h > 0)``; writes the column sums of the result into ``dbias``."""
+    B, F = dh.shape
+    for f in range(F):
+        dbias[f] = 0.0
+    for b in range(B):
+        for f in range(F):
+            if h[b, f] <= 0.0:
+                dh[b, f] = 0.0
+            dbias[f] += dh[b, f]
+
+
+@njit(**NJIT)
+def column_sums(d, out):
+    """``out[f] = sum_b d[b, f]`` for d (B, F)."""
+    B, F = d.shape
+    for f in range(F):
+        out[f] = 0.0
+    for b in range(B):
+        for f in range(F):
+            out[f] += d[b, f]
+
+
+@njit(**NJIT)
+def softmax_xent(logits, labels, dlogits):
+    """Mean softmax cross-entropy of logits (B, K) against int labels (B,), in float64.
+
+    If ``dlogits`` has B rows it receives d(mean loss)/d(logits) = (softmax - onehot) / B;
+    pass an empty (0, K) array to skip the gradient.
+    """
+    B, K = logits.shape
+    want_grad = dlogits.shape[0] == B
+    total = 0.0
+    for b in range(B):
+        m = logits[b, 0]
+        for k in range(1, K):
+            if logits[b, k] > m:
+                m = logits[b, k]
+        s = 0.0
+        for k in range(K):
+            s += np.exp(np.float64(logits[b, k]) - m)
+        lse = m + np.log(s)
+        total += lse - logits[b, labels[b]]
+        if want_grad:
+            for k in range(K):
+                p = np.exp(np.float64(logits[b, k]) - lse)
+                dlogits[b, k] = p / B
+            dlogits[b, labels[b]] -= 1.0 / B
+    return total / B
+
+
+@njit(**NJIT)
+def count_correct(logits, labels):
+    """Number of rows of logits (B, K) whose first argmax equals the label."""
+    B, K = logits.shape
+    n = 0
+    for b in range(B):
+        best = 0
+        for k in range(1, K):
+            if logits[b, k] > logits[b, best]:
+                best = k
+        if best == labels[b]:
+            n += 1
+    return n

@@ -1,0 +1,96 @@
+"""numba kernels against plain numpy and against their own interpreted Python (``py_func``)."""
+import numpy as np
+import pytest
+
+from hpc_es import kernels
+from tests import naive
+
+
+def _x(shape, seed=0, dtype=np.float64):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("cin,cout", [(1, 3), (4, 5)])
+def test_im2col_gemm_equals_direct_convolution(cin, cout):
+    x, w = _x((2, 8, 6, cin)), _x((5, 5, cin, cout), 1)
+    cols = np.empty((2 * 8 * 6, 25 * cin))
+    kernels.im2col_same(x, 5, 1.0, cols)
+    out = (cols @ w.reshape(-1, cout)).reshape(2, 8, 6, cout)
+    np.testing.assert_allclose(out, naive.conv2d_same(x, w), rtol=1e-12, atol=1e-12)
+
+
+def test_im2col_scales_uint8_and_matches_py_func():
+    x = np.random.default_rng(0).integers(0, 256, (2, 6, 6, 1), dtype=np.uint8)
+    fast, slow = np.empty((72, 25), np.float32), np.empty((72, 25), np.float32)
+    kernels.im2col_same(x, 5, 1 / 255, fast)
+    kernels.im2col_same.py_func(x, 5, 1 / 255, slow)
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.max() <= 1.0 and fast.max() > 0.9
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    # <im2col(x), D> == <x, col2im(D)> for all x, D defines the adjoint exactly.
+    x, d = _x((2, 6, 4, 3)), _x((2 * 6 * 4, 25 * 3), 1)
+    cols = np.empty_like(d)
+    kernels.im2col_same(x, 5, 1.0, cols)
+    back = np.empty_like(x)
+    kernels.col2im_same(d, 5, back)
+    assert np.isclose(np.sum(cols * d), np.sum(x * back), rtol=1e-12)
+
+
+def test_pool_bias_relu_equals_relu_then_pool():
+    z, bias = _x((3, 6, 4, 5)), _x(5, 1)
+    out, arg = np.empty((3, 3, 2, 5)), np.empty((3, 3, 2, 5), np.int8)
+    kernels.pool_bias_relu(z, bias, out, arg)
+    np.testing.assert_allclose(out, naive.maxpool2x2(np.maximum(z + bias, 0)), rtol=0, atol=1e-15)
+
+
+def test_pool_backward_routes_gradient_to_the_winner():
+    z, bias = _x((2, 4, 4, 3)), _x(3, 1)
+    out, arg = np.empty((2, 2, 2, 3)), np.empty((2, 2, 2, 3), np.int8)
+    kernels.pool_bias_relu(z, bias, out, arg)
+    dout = _x(out.shape, 2)
+    dz, db = np.empty_like(z), np.empty(3)
+    kernels.pool_bias_relu_backward(dout, out, arg, dz, db)
+    # Reference by brute-force perturbation of each input: the function is piecewise linear.
+    eps = 1e-7
+    for idx in np.ndindex(z.shape):
+        zp = z.copy()
+        zp[idx] += eps
+        outp = naive.maxpool2x2(np.maximum(zp + bias, 0))
+        assert np.isclose(np.sum(dout * (outp - out)) / eps, dz[idx], atol=1e-6)
+    np.testing.assert_allclose(db, np.sum(dout * (out > 0), axis=(0, 1, 2)), rtol=1e-12)
+
+
+def test_softmax_xent_value_and_gradient():
+    logits, labels = _x((5, 10)) * 3, np.array([0, 9, 3, 3, 7])
+    grad = np.empty_like(logits)
+    loss = kernels.softmax_xent(logits, labels, grad)
+    assert np.isclose(loss, naive.xent(logits, labels), rtol=1e-13)
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    p[np.arange(5), labels] -= 1
+    np.testing.assert_allclose(grad, p / 5, rtol=1e-12, atol=1e-15)
+    assert kernels.softmax_xent(logits, labels, np.empty((0, 10))) == loss
+
+
+def test_softmax_xent_is_stable_for_huge_logits():
+    logits = np.array([[1e4, 0.0, -1e4]], np.float32)
+    assert np.isfinite(kernels.softmax_xent(logits, np.array([1]), np.empty((0, 3), np.float32)))
+
+
+def test_dense_helpers():
+    z, bias = _x((4, 6)), _x(6, 1)
+    relu = z.copy()
+    kernels.bias_act(relu, bias, True)
+    np.testing.assert_array_equal(relu, np.maximum(z + bias, 0))
+    d, db = _x((4, 6), 2), np.empty(6)
+    expect = d * (relu > 0)
+    kernels.relu_backward(d, relu, db)
+    np.testing.assert_array_equal(d, expect)
+    np.testing.assert_allclose(db, expect.sum(0), rtol=1e-12)
+    sums = np.empty(6)
+    kernels.column_sums(d, sums)
+    np.testing.assert_allclose(sums, d.sum(0), rtol=1e-12)
+    logits = _x((50, 10), 3)
+    assert kernels.count_correct(logits, np.arange(50) % 10) == np.sum(
+        logits.argmax(1) == np.arange(50) % 10)
