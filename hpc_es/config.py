@@ -1,0 +1,164 @@
+"""Typed run configuration: frozen dataclasses, TOML presets, ``--set`` overrides, validation.
+
+Defaults are the paper's values (Sec. 4: mini-batch 50, Adam with learning rate 1e-3). A
+config is resolved once (preset or file, then overrides), validated completely before any
+work starts, and its dict is what results record. Every rejection names the key, the value
+and what is allowed.
+"""
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+
+class ConfigError(ValueError):
+    """A config file, preset name, key or value is not acceptable; the message says why."""
+
+
+def _opt(default, doc, choices=None, lo=None, hi=None):
+    """A field with its one-line doc and the values it accepts (checked by :func:`validate`)."""
+    return field(default=default, metadata={"doc": doc, "choices": choices, "range": (lo, hi)})
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    arch: str = _opt("tf_tutorial", "the paper's 3,274,634- (tf_tutorial) or 28,938-parameter (small) CNN",
+                     choices=("tf_tutorial", "small"))
+    init: str = _opt("tf", "init: TF tutorial (trunc. normal std 0.1, biases 0.1) or He", choices=("tf", "he"))
+    init_seed: int = _opt(0, "seed of the initial theta", lo=0, hi=2**63 - 1)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dir: str = _opt("", "MNIST directory; empty: $HPC_ES_DATA, else the per-user cache")
+    batch_size: int = _opt(50, "mini-batch size (paper: 50)", lo=1, hi=60000)
+    verify: bool = _opt(True, "check the SHA-256 of the data files on load")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = _opt("adam", "optimizer (paper: adam)", choices=("adam", "sgd"))
+    lr: float = _opt(1e-3, "learning rate alpha (paper: 1e-3)", lo=0.0, hi=10.0)
+    l2: float = _opt(0.0, "L2 coefficient: loss += l2/2 * sum(w^2) over weights (paper, 99% run: 2e-4)",
+                     lo=0.0, hi=1.0)
+    beta1: float = _opt(0.9, "Adam beta1", lo=0.0, hi=1.0)
+    beta2: float = _opt(0.999, "Adam beta2", lo=0.0, hi=1.0)
+    eps: float = _opt(1e-8, "Adam epsilon", lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    method: str = _opt("sgd", "training method (the ES modes come with the ES engine)", choices=("sgd",))
+    iterations: int = _opt(2000, "optimizer updates (paper: 2,000)", lo=1, hi=10**9)
+    seed: int = _opt(0, "run seed: keys every random draw of iteration t", lo=0, hi=2**63 - 1)
+    eval_every: int = _opt(100, "validate on all 10,000 test images every k iterations (0: at the end only)",
+                           lo=0, hi=10**9)
+    eval_chunk: int = _opt(100, "test images per forward pass while validating", lo=1, hi=10000)
+
+
+@dataclass(frozen=True)
+class Config:
+    net: NetConfig = field(default_factory=NetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+_SECTION_CLASSES = {"net": NetConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+def presets():
+    """Names of the bundled presets (``hpc_es/presets/*.toml``)."""
+    root = resources.files("hpc_es") / "presets"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def load(source, overrides=()):
+    """Resolve a config from a preset name or a TOML file, then ``key=value`` overrides."""
+    raw = _read_source(source)
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(raw, origin=str(source))
+
+
+def from_dict(raw, origin="config"):
+    """Build and validate a :class:`Config` from nested dicts; unknown keys are errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: expected a table of sections {sorted(_SECTION_CLASSES)}")
+    unknown = sorted(set(raw) - set(_SECTION_CLASSES))
+    if unknown:
+        raise ConfigError(f"{origin}: unknown section(s) {unknown}; allowed: {sorted(_SECTION_CLASSES)}")
+    sections = {}
+    for name, cls in _SECTION_CLASSES.items():
+        values = raw.get(name, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: [{name}] must be a table, got {values!r}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{origin}: unknown key '{name}.{key}'; allowed: {sorted(known)}")
+            values = {**values, key: _check(f"{name}.{key}", value, known[key])}
+        sections[name] = cls(**values)
+    return Config(**sections)
+
+
+def describe():
+    """Every key with its default and doc line (for ``hpc-es config --help``-style listings)."""
+    lines = []
+    for name, cls in _SECTION_CLASSES.items():
+        for f in dataclasses.fields(cls):
+            lines.append(f"{name}.{f.name} = {f.default!r}  # {f.metadata['doc']}")
+    return "\n".join(lines)
+
+
+def _check(key, value, f):
+    """Type- and range-check one value; returns it (ints are accepted where floats are)."""
+    want = f.type
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise ConfigError(f"{key} = {value!r}: expected {want.__name__}, got {type(value).__name__}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key} = {value!r}: expected one of {list(choices)}")
+    lo, hi = f.metadata.get("range", (None, None))
+    if lo is not None and not lo <= value <= hi:  # also rejects NaN
+        raise ConfigError(f"{key} = {value!r}: expected a value in [{lo}, {hi}]")
+    return value
+
+
+def _read_source(source):
+    source = str(source)
+    if source.endswith(".toml") or os.path.sep in source:
+        try:
+            with open(source, "rb") as f:
+                return tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"{source}: config file not found") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{source}: not valid TOML ({err})") from None
+    if source not in presets():
+        raise ConfigError(f"preset {source!r} not found; presets: {presets()} (or give a path to a .toml file)")
+    return tomllib.loads((resources.files("hpc_es") / "presets" / f"{source}.toml").read_text())
+
+
+def _apply_override(raw, item):
+    """Apply one ``section.key=value``; the value is read as TOML, else taken as a string."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    path, text = item.split("=", 1)
+    parts = path.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set {item!r}: expected section.key=value with one dot, e.g. run.iterations=100")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    section = raw.setdefault(parts[0], {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"--set {item!r}: [{parts[0]}] is not a table")
+    section[parts[1]] = value

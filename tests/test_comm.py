@@ -1,0 +1,88 @@
+"""The MPI layer. Tests marked ``mpi`` also run under ``mpiexec -n 2`` (see README)."""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from hpc_es import comm, data, nets
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = comm.world()
+    yield w
+    w.Barrier()
+
+
+def test_split_range_covers_everything_once():
+    for n in (0, 1, 7, 10000):
+        for size in (1, 2, 3, 64):
+            parts = [comm.split_range(n, r, size) for r in range(size)]
+            assert parts[0][0] == 0 and parts[-1][1] == n
+            assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+            assert max(b - a for a, b in parts) - min(b - a for a, b in parts) <= 1
+
+
+@pytest.mark.mpi
+def test_parallel_assert_raises_on_every_rank(world):
+    comm.parallel_assert(world, True, "all fine")
+    failing = world.Get_size() - 1
+    with pytest.raises(AssertionError, match=rf"failed on ranks \[{failing}\]"):
+        comm.parallel_assert(world, world.Get_rank() != failing, "last rank fails")
+
+
+@pytest.mark.mpi
+def test_every_rank_reads_identical_verified_data(world, mnist_dir):
+    ds = data.load_mnist(mnist_dir)
+    digest = hashlib.sha256(ds.train_images.tobytes() + ds.test_labels.tobytes()).hexdigest()
+    digests = world.allgather(digest)
+    comm.parallel_assert(world, len(set(digests)) == 1, f"ranks read different data: {digests}")
+
+
+@pytest.mark.mpi
+def test_accuracy_split_over_ranks_equals_serial(world, mnist_dir):
+    """Validation split across ranks and summed gives the serial count exactly."""
+    ds = data.load_mnist(mnist_dir)
+    net = nets.small()
+    theta = net.init_theta(seed=3, scheme="he")
+    start, stop = comm.split_range(len(ds.test_labels), world.Get_rank(), world.Get_size())
+    mine = net.n_correct(theta, ds.test_images[start:stop], ds.test_labels[start:stop], chunk=250)
+    total = comm.sum_int(world, mine)
+    serial = net.n_correct(theta, ds.test_images, ds.test_labels, chunk=100)
+    comm.parallel_assert(world, total == serial, f"distributed {total} != serial {serial}")
+
+
+def test_serial_stand_in_gathers_like_mpi():
+    s = comm.SerialComm()
+    recv = np.empty(3)
+    s.Allgather(np.arange(3.0), recv)
+    assert list(recv) == [0, 1, 2] and s.allgather(5) == [5] and s.Get_size() == 1
+
+
+def _mpiexec():
+    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    assert exe, "mpiexec not found: install the `mpich` extra or load your MPI module"
+    return exe
+
+
+@pytest.mark.parametrize("launch", [["-m", "mpi4py"], []], ids=["python-m-mpi4py", "hpc_es-excepthook"])
+def test_one_failing_rank_ends_the_job_instead_of_hanging(launch, tmp_path):
+    """Rank 1 raises while rank 0 waits in a Barrier: the job must end non-zero, fast."""
+    script = tmp_path / "fail.py"
+    script.write_text(textwrap.dedent("""
+        from hpc_es import comm
+        w = comm.world()
+        comm.install_excepthook(w)
+        if w.Get_rank() == 1:
+            raise RuntimeError("rank 1 fails on purpose")
+        w.Barrier()
+    """))
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, *launch, str(script)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "rank 1 fails on purpose" in proc.stdout + proc.stderr

@@ -1,0 +1,45 @@
+"""The SGD training loop and the command line, run as a user would."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from hpc_es import config, data, train
+
+
+def test_minibatches_are_a_pure_function_of_seed_and_iteration():
+    a = train.minibatch(1, 5, 60000, 50)
+    assert np.array_equal(a, train.minibatch(1, 5, 60000, 50))
+    assert len(set(a)) == 50 and not np.array_equal(a, train.minibatch(1, 6, 60000, 50))
+
+
+def test_sgd_learns(mnist_dir):
+    """60 Adam steps on the small net take test accuracy from chance to well above it."""
+    ds = data.load_mnist(mnist_dir)
+    cfg = config.load("sgd_small_local", ["run.iterations=60", "run.eval_every=0"])
+    theta, history = train.run(cfg, ds)
+    assert np.mean(history.loss[-10:]) < 0.6 * np.mean(history.loss[:5])
+    assert history.eval_iterations == [60] and history.val_accuracy[-1] > 0.7
+
+
+def _cli(*args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "hpc_es", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_cli_train_smoke(mnist_dir):
+    proc = _cli("train", "sgd_small_local", "--set", "run.iterations=3", "--data-dir", mnist_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert "final test accuracy:" in proc.stdout
+
+
+def test_cli_errors_are_one_clear_line(tmp_path):
+    proc = _cli("train", "sgd_small_local", "--set", "run.iterations=-1")
+    assert proc.returncode == 2 and "run.iterations = -1: expected a value in" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    proc = _cli("train", "sgd_small_local", "--data-dir", str(tmp_path))
+    assert proc.returncode == 2 and "train-images-idx3-ubyte: not found" in proc.stdout
+    proc = _cli("data", "verify", "--data-dir", str(tmp_path / "none"))
+    assert proc.returncode == 2 and "does not exist" in proc.stdout
