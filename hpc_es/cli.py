@@ -86,7 +86,7 @@ def _fetch(args):
 
 def _verify(args):
     from hpc_es import data
-    ds = data.load_mnist(args.data_dir)
+    ds = data.load_mnist(args.data_dir, download=False)
     print(f"MNIST verified from {ds.source}: {len(ds.train_labels)} train, {len(ds.test_labels)} test images")
 
 

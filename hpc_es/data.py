@@ -95,14 +95,21 @@ def find_file(directory, name):
     return None
 
 
-def load_mnist(data_dir=None, verify=True):
+def load_mnist(data_dir=None, verify=True, download="auto"):
     """Read and verify MNIST from the resolved directory (see module docstring).
 
     Raises :class:`DataError` if anything is missing or damaged. ``verify=False`` skips
     the SHA-256 check (headers and sizes are still checked); only for experiments on
-    modified data.
+    modified data. ``download``: True fetches missing files into the directory first;
+    "auto" does so only for the per-user cache, i.e. when the user named no directory
+    (neither ``data_dir`` nor ``$HPC_ES_DATA``), as a laptop user expects.
     """
     directory = resolve_data_dir(data_dir)
+    if download == "auto":
+        download = not (data_dir or os.environ.get("HPC_ES_DATA"))
+    if download and not _present(directory):
+        log.info("MNIST not found in %s: downloading it there", directory)
+        fetch(directory)
     cache = os.path.join(directory, CACHE_NAME)
     if os.path.exists(cache):
         try:
@@ -122,6 +129,11 @@ def load_mnist(data_dir=None, verify=True):
                             f"run `hpc-es data fetch --dest {directory}` or copy the official file there")
         arrays[key] = read_idx(path, key, verify=verify)
     return MNIST(source=directory, **arrays)
+
+
+def _present(directory):
+    return os.path.exists(os.path.join(directory, CACHE_NAME)) or all(
+        find_file(directory, name) for name in FILES.values())
 
 
 def read_idx(path, key, verify=True):
@@ -240,7 +252,7 @@ def read_cache(path, verify=True):
 
 
 # ---- download -----------------------------------------------------------------------------
-def fetch(dest=None, mirrors=MIRRORS, timeout=30.0):
+def fetch(dest=None, mirrors=None, timeout=30.0):
     """Make ``dest`` hold the four verified files and an HDF5 cache; return the cache path.
 
     Files already in ``dest`` that verify are kept; the others are downloaded from the
@@ -248,6 +260,7 @@ def fetch(dest=None, mirrors=MIRRORS, timeout=30.0):
     :class:`DataError` with instructions when no mirror can be reached (offline machine).
     """
     dest = resolve_data_dir(dest)
+    mirrors = MIRRORS if mirrors is None else mirrors
     try:
         os.makedirs(dest, exist_ok=True)
     except OSError as err:

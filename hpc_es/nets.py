@@ -101,9 +101,14 @@ class Net:
         """Slices of theta that hold weights (the tensors the L2 term penalises)."""
         return [slice(p.offset, p.offset + p.size) for p in self.layout if p.kind == "w"]
 
-    def flops_per_image(self):
-        """Forward-pass GEMM flops per image (2 per multiply-add)."""
-        return sum(layer.flops(1) for layer in self.layers)
+    def flops_per_image(self, backward=False):
+        """GEMM flops per image (2 per multiply-add) of a forward pass, or forward + backward.
+
+        The backward pass repeats each layer's GEMM twice (dW and dx) except dx of the first
+        layer, which is not needed.
+        """
+        forward = sum(layer.flops(1) for layer in self.layers)
+        return 3 * forward - self.layers[0].flops(1) if backward else forward
 
     # ---- evaluation --------------------------------------------------------------------
     def logits(self, theta, x):

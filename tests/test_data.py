@@ -201,3 +201,14 @@ def test_fetch_refuses_a_mirror_serving_damaged_files(mirror, copy_dir, tmp_path
 def test_fetch_offline_says_so(tmp_path):
     with pytest.raises(data.DataError, match=r"(?s)looks offline.*Copy the four official MNIST files"):
         data.fetch(tmp_path / "dest", mirrors=["http://127.0.0.1:9/"], timeout=2)
+
+
+def test_load_downloads_into_the_user_cache_only_when_no_directory_was_named(mirror, tmp_path, monkeypatch):
+    monkeypatch.delenv("HPC_ES_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(data, "MIRRORS", (mirror,))
+    ds = data.load_mnist()
+    assert ds.source == str(tmp_path / "xdg" / "hpc_es" / "mnist" / data.CACHE_NAME)
+    monkeypatch.setenv("HPC_ES_DATA", str(tmp_path / "named"))
+    with pytest.raises(data.DataError, match=r"named does not exist"):
+        data.load_mnist()

@@ -94,3 +94,14 @@ def test_dense_helpers():
     logits = _x((50, 10), 3)
     assert kernels.count_correct(logits, np.arange(50) % 10) == np.sum(
         logits.argmax(1) == np.arange(50) % 10)
+
+
+def test_one_channel_fast_path_equals_general_loop():
+    x = np.random.default_rng(1).random((2, 7, 6, 1))
+    fast, general = np.empty((84, 25)), np.empty((84, 25))
+    kernels.im2col_same(x, 5, 0.5, fast)
+    kernels.im2col_same(np.concatenate([x, x], axis=3), 5, 0.5, np.empty((84, 50)))  # compile C=2
+    cols2 = np.empty((84, 50))
+    kernels.im2col_same(np.concatenate([x, np.zeros_like(x)], axis=3), 5, 0.5, cols2)
+    general[:] = cols2[:, 0::2]
+    np.testing.assert_array_equal(fast, general)

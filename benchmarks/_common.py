@@ -1,0 +1,53 @@
+"""Shared plumbing of the benchmark scripts: timing, machine record, JSON output."""
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def time_call(fn, repeats, warmup=1):
+    """(median seconds, all seconds) of ``fn()`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return float(np.median(seconds)), seconds
+
+
+def machine_record(threads, ranks=1):
+    import numba
+    import h5py
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except OSError:
+        sha = ""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    from hpc_es.threads import blas_threads
+    return {
+        "blas_threads_in_effect": blas_threads(), "numba_threads_in_effect": numba.get_num_threads(),
+        "host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(), "ranks": ranks, "threads": threads,
+        "python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+        "h5py": h5py.__version__, "git_sha": sha, "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_json(path, record):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    print(f"wrote {path}")
