@@ -1,5 +1,3 @@
-import os
-
 import numpy as np
 import pytest
 
@@ -37,11 +35,12 @@ def images():
 
 @pytest.fixture(scope="session")
 def mnist_dir():
-    """The real MNIST files: ``$HPC_ES_DATA`` or the default cache. Missing data fails loudly."""
+    """The real, verified MNIST directory: ``$HPC_ES_DATA``, else the per-user cache (downloaded
+    there on first use when online). Unavailable data fails the test loudly, never skips it."""
     from hpc_es import data
-    directory = data.resolve_data_dir(None)
-    missing = [f for f in data.FILES.values() if not data.find_file(directory, f)]
-    if missing and not os.path.exists(os.path.join(directory, data.CACHE_NAME)):
-        pytest.fail(f"MNIST not found in {directory} (missing {missing}); set HPC_ES_DATA to a "
-                    f"directory holding the four IDX files or run `hpc-es data fetch`")
-    return directory
+    try:
+        data.load_mnist()
+    except data.DataError as err:
+        pytest.fail(f"MNIST unavailable: {err}\nSet HPC_ES_DATA to a directory holding the four "
+                    f"official IDX files (.gz or not), or run `hpc-es data fetch` on a machine online.")
+    return data.resolve_data_dir(None)
