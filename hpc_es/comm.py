@@ -97,3 +97,62 @@ def install_excepthook(comm):
             previous(exc_type, exc, tb)
 
     sys.excepthook = hook
+
+
+def node_comm(comm):
+    """Collective over ``comm``: the sub-communicator of ranks sharing this node's memory."""
+    if isinstance(comm, SerialComm) or comm.Get_size() == 1:
+        return comm
+    from mpi4py import MPI
+    return comm.Split_type(MPI.COMM_TYPE_SHARED)
+
+
+class SharedArray:
+    """A float32 array of ``size`` held once per node in an MPI-3 shared window.
+
+    Node rank 0 allocates the memory; every rank of the node maps all of it (``array``).
+    ``free()`` (collective over the node) releases it. With one process it is a plain
+    numpy array.
+    """
+
+    def __init__(self, comm, size):
+        self.comm = node_comm(comm)
+        self._owns_comm = self.comm is not comm
+        self._win = None
+        if self.comm.Get_size() == 1:
+            self.array = np.empty(size, np.float32)
+            return
+        from mpi4py import MPI
+        itemsize = np.dtype(np.float32).itemsize
+        nbytes = size * itemsize if self.comm.Get_rank() == 0 else 0
+        self._win = MPI.Win.Allocate_shared(nbytes, itemsize, comm=self.comm)
+        buf, _ = self._win.Shared_query(0)
+        self.array = np.ndarray(buffer=buf, dtype=np.float32, shape=(size,))
+
+    def free(self):
+        """Collective over the node: release the window (the array must not be used after)."""
+        if self._win is not None:
+            self.array = None
+            self._win.Free()
+            self._win = None
+        if self._owns_comm:
+            self.comm.Free()
+            self._owns_comm = False
+
+
+def shared_noise_table(comm, seed, size):
+    """Collective over ``comm``: the noise table (seed, size), one copy per node.
+
+    Each rank of a node generates a contiguous range of chunks into the node's shared
+    window, then the node synchronises; every rank then reads the whole table through
+    ``.array``. Returns the :class:`SharedArray` (keep it alive; ``free()`` at the end).
+    """
+    from hpc_es import noise
+    shared = SharedArray(comm, size)
+    local = shared.comm
+    first, last = split_range(noise.n_chunks(size), local.Get_rank(), local.Get_size())
+    lo, hi = first * noise.CHUNK, min(last * noise.CHUNK, size)
+    if last > first:
+        noise.fill_chunks(seed, first, last, shared.array[lo:hi], size)
+    local.Barrier()
+    return shared
