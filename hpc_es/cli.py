@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 
 def main(argv=None):
@@ -19,11 +20,19 @@ def main(argv=None):
     _setup_logging(args.verbose)
     from hpc_es.config import ConfigError
     from hpc_es.data import DataError
+    from hpc_es.io import RunDirError
     try:
         return args.func(args) or 0
-    except (ConfigError, DataError, FloatingPointError) as err:
-        logging.getLogger("hpc_es").error("%s", err)
+    except (ConfigError, DataError, RunDirError, FloatingPointError) as err:
+        # Every rank reaches the same verdict from the same input; rank 0 says it once.
+        log = logging.getLogger("hpc_es")
+        (log.error if _rank() == 0 or not isinstance(err, ConfigError) else log.debug)("%s", err)
         return 2
+
+
+def _rank():
+    from hpc_es import comm
+    return comm.world().Get_rank()
 
 
 def _parser():
@@ -35,6 +44,11 @@ def _parser():
     train.add_argument("config", help="preset name (see `hpc-es presets`) or path to a .toml file")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting, e.g. --set run.iterations=100 (repeatable)")
+    train.add_argument("--out", help="run directory for results.h5 and checkpoints "
+                       "(default: runs/<config>-<date>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--force", action="store_true", help="overwrite another run's files in --out")
+    train.add_argument("--quiet", action="store_true", help="no progress lines")
     train.add_argument("--data-dir", help="MNIST directory (default: $HPC_ES_DATA, else the user cache)")
     train.add_argument("--threads", type=int, help="BLAS and numba threads per process (default 1)")
     train.set_defaults(func=_train)
@@ -65,16 +79,25 @@ def _setup_logging(verbose):
 
 def _train(args):
     import numpy as np
-    from hpc_es import config, train
+    from hpc_es import comm, config, train
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.dir={_toml_str(args.data_dir)}")
     cfg = config.load(args.config, overrides)
-    theta, history = train.run(cfg)
-    acc = history.val_accuracy[-1]
-    print(f"final test accuracy: {100 * acc:.2f}% ({cfg.net.arch}, {cfg.run.method}/{cfg.optim.name}, "
-          f"{cfg.run.iterations} iterations, {history.seconds['step']:.1f} s training + "
-          f"{history.seconds['eval']:.1f} s validation; theta norm {float(np.linalg.norm(theta)):.3f})")
+    world = comm.world()
+    comm.install_excepthook(world)
+    out = args.out
+    if out is None:
+        if args.resume:
+            raise config.ConfigError("--resume needs --out DIR (the run directory to continue)")
+        stem = os.path.splitext(os.path.basename(args.config))[0]
+        out = world.bcast(os.path.join("runs", time.strftime(f"{stem}-%Y%m%d-%H%M%S")), root=0)
+    theta, history = train.run(cfg, world, out=out, resume=args.resume, force=args.force, quiet=args.quiet)
+    if world.Get_rank() == 0:
+        seconds = sum(history["seconds_total"])
+        print(f"final test accuracy: {100 * history['val_accuracy'][-1]:.2f}% ({cfg.net.arch}, "
+              f"{cfg.run.method}/{cfg.optim.name}, {cfg.run.iterations} iterations, {world.Get_size()} "
+              f"rank(s), {seconds:.1f} s; results in {os.path.join(out, 'results.h5')})")
 
 
 def _fetch(args):

@@ -156,3 +156,18 @@ def shared_noise_table(comm, seed, size):
         noise.fill_chunks(seed, first, last, shared.array[lo:hi], size)
     local.Barrier()
     return shared
+
+
+def allgatherv(comm, mine, out, counts):
+    """Collective over ``comm``: every rank's ``mine`` (float64) concatenated in rank order into ``out``.
+
+    ``counts[r]`` is rank r's length; ``out`` has ``counts.sum()`` elements.
+    """
+    if isinstance(comm, SerialComm) or comm.Get_size() == 1:
+        out[:] = mine
+        return out
+    from mpi4py import MPI
+    displs = np.zeros_like(counts)
+    np.cumsum(counts[:-1], out=displs[1:])
+    comm.Allgatherv([mine, MPI.DOUBLE], [out, (counts, displs), MPI.DOUBLE])
+    return out

@@ -48,13 +48,40 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class ESConfig:
+    n_offspring: int = _opt(10000, "pseudo-offspring N per iteration, both members of a pair counted (paper: 10,000)",
+                            lo=2, hi=10**8)
+    sigma: float = _opt(0.002, "perturbation std sigma (paper: 0.002)", lo=1e-12, hi=10.0)
+    antithetic: bool = _opt(True, "mirrored pairs (+eps, -eps); N must then be even")
+    fitness: str = _opt("raw", "raw rewards (paper) or centered ranks (Salimans et al.)",
+                        choices=("raw", "centered_ranks"))
+    mode: str = _opt("minibatch", "one shared mini-batch per iteration, or a random subset per perturbation "
+                     "(no-mini-batch ES, Sec. 4.2)", choices=("minibatch", "nominibatch"))
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    seed: int = _opt(12345, "noise table seed", lo=0, hi=2**63 - 1)
+    size: int = _opt(250_000_000, "noise table floats (1 GB as OpenAI's); must be >= the net's P",
+                     lo=1, hi=2**40)
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    method: str = _opt("sgd", "training method (the ES modes come with the ES engine)", choices=("sgd",))
+    method: str = _opt("sgd", "training method: exact-gradient SGD baseline or OpenAI-ES", choices=("sgd", "es"))
     iterations: int = _opt(2000, "optimizer updates (paper: 2,000)", lo=1, hi=10**9)
     seed: int = _opt(0, "run seed: keys every random draw of iteration t", lo=0, hi=2**63 - 1)
     eval_every: int = _opt(100, "validate on all 10,000 test images every k iterations (0: at the end only)",
                            lo=0, hi=10**9)
     eval_chunk: int = _opt(100, "test images per forward pass while validating", lo=1, hi=10000)
+    checkpoint_every: int = _opt(100, "write a checkpoint every K iterations (0: only at the end)",
+                                 lo=0, hi=10**9)
+    log_every: int = _opt(10, "rank 0 prints a progress line every k iterations", lo=1, hi=10**9)
+
+
+# Keys that do not change the trajectory of theta: a resume may change them.
+RESUMABLE_KEYS = ("run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
+                  "run.log_every", "data.dir", "data.verify")
 
 
 @dataclass(frozen=True)
@@ -62,13 +89,16 @@ class Config:
     net: NetConfig = field(default_factory=NetConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    es: ESConfig = field(default_factory=ESConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
 
-_SECTION_CLASSES = {"net": NetConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+_SECTION_CLASSES = {"net": NetConfig, "data": DataConfig, "optim": OptimConfig, "es": ESConfig,
+                    "noise": NoiseConfig, "run": RunConfig}
 
 
 def presets():
@@ -103,7 +133,36 @@ def from_dict(raw, origin="config"):
                 raise ConfigError(f"{origin}: unknown key '{name}.{key}'; allowed: {sorted(known)}")
             values = {**values, key: _check(f"{name}.{key}", value, known[key])}
         sections[name] = cls(**values)
-    return Config(**sections)
+    cfg = Config(**sections)
+    _check_combination(cfg, origin)
+    return cfg
+
+
+def _check_combination(cfg, origin):
+    """Constraints between keys (each message names the keys involved)."""
+    if cfg.run.method != "es":
+        return
+    if cfg.es.antithetic and cfg.es.n_offspring % 2:
+        raise ConfigError(f"{origin}: es.n_offspring = {cfg.es.n_offspring}: must be even with "
+                          f"es.antithetic = true (N counts both members of each pair)")
+    from hpc_es.nets import build
+    n_params = build(cfg.net.arch).n_params
+    if cfg.noise.size < n_params:
+        raise ConfigError(f"{origin}: noise.size = {cfg.noise.size}: shorter than one perturbation of "
+                          f"net.arch = {cfg.net.arch!r} ({n_params} parameters)")
+
+
+def trajectory_diff(old, new):
+    """Keys (``section.key``) whose values differ between two config dicts and change the
+    trajectory of theta (everything but :data:`RESUMABLE_KEYS`)."""
+    keys = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        for key in sorted(set(a) | set(b)):
+            name = f"{section}.{key}"
+            if name not in RESUMABLE_KEYS and a.get(key) != b.get(key):
+                keys.append(f"{name}: {a.get(key)!r} -> {b.get(key)!r}")
+    return keys
 
 
 def describe():

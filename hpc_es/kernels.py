@@ -94,8 +94,10 @@ def pool_bias_relu(z, bias, out, argmax):
     """``out = relu(maxpool2x2(z) + bias)`` for z (B, H, W, C), H and W even.
 
     Pooling before the bias and ReLU is exact (both are monotone and the bias is constant
-    per channel) and touches 4x fewer elements. ``argmax`` (B, H/2, W/2, C) int8 records
-    which of the four inputs won (0..3, row-major in the 2x2 window) for the backward pass.
+    per channel) and touches 4x fewer elements. NaN propagates (a NaN in a window wins and
+    survives the ReLU), so a broken offspring or input shows up as a NaN loss. ``argmax``
+    (B, H/2, W/2, C) int8 records which of the four inputs won (0..3, row-major in the 2x2
+    window) for the backward pass.
     """
     B, H, W, C = z.shape
     for b in range(B):
@@ -105,19 +107,19 @@ def pool_bias_relu(z, bias, out, argmax):
                     best = z[b, 2 * i, 2 * j, c]
                     arg = 0
                     v = z[b, 2 * i, 2 * j + 1, c]
-                    if v > best:
+                    if v > best or v != v:  # NaN wins, as in np.maximum
                         best = v
                         arg = 1
                     v = z[b, 2 * i + 1, 2 * j, c]
-                    if v > best:
+                    if v > best or v != v:  # NaN wins, as in np.maximum
                         best = v
                         arg = 2
                     v = z[b, 2 * i + 1, 2 * j + 1, c]
-                    if v > best:
+                    if v > best or v != v:  # NaN wins, as in np.maximum
                         best = v
                         arg = 3
                     best += bias[c]
-                    out[b, i, j, c] = best if best > 0.0 else 0.0
+                    out[b, i, j, c] = 0.0 if best <= 0.0 else best  # keeps NaN
                     argmax[b, i, j, c] = arg
 
 
@@ -220,3 +222,36 @@ def count_correct(logits, labels):
         if best == labels[b]:
             n += 1
     return n
+
+
+# ---- ES: perturbation and aggregation over the noise table ---------------------------------
+@njit(**NJIT)
+def perturb(theta, table, offset, scale, out):
+    """``out = theta + scale * table[offset : offset + theta.size]``, reading the table in place."""
+    for j in range(theta.size):
+        out[j] = theta[j] + scale * table[offset + j]
+
+
+AGG_BLOCK = 2048  # parameters per cache block of the dense aggregation (8 KiB of float32)
+
+
+@njit(**NJIT)
+def aggregate_dense(table, offsets, weights, out):
+    """``out[j] = sum_k weights[k] * table[offsets[k] + j]`` for all j < out.size (Eq. (1)).
+
+    Cache-blocked: for each block of ``AGG_BLOCK`` parameters the float64 accumulator stays in
+    L1 while every perturbation's slice of the block streams from memory, so each table
+    float is read once and the output is written once.
+    """
+    n = out.size
+    acc = np.empty(AGG_BLOCK, np.float64)
+    for j0 in range(0, n, AGG_BLOCK):
+        m = min(AGG_BLOCK, n - j0)
+        acc[:m] = 0.0
+        for k in range(offsets.size):
+            w = weights[k]
+            base = offsets[k] + j0
+            for j in range(m):
+                acc[j] += w * table[base + j]
+        for j in range(m):
+            out[j0 + j] = acc[j]

@@ -105,3 +105,14 @@ def test_one_channel_fast_path_equals_general_loop():
     kernels.im2col_same(np.concatenate([x, np.zeros_like(x)], axis=3), 5, 0.5, cols2)
     general[:] = cols2[:, 0::2]
     np.testing.assert_array_equal(fast, general)
+
+
+def test_nan_propagates_through_pool_and_relu():
+    z = np.zeros((1, 2, 2, 2))
+    z[0, 1, 1, 0] = np.nan
+    out, arg = np.empty((1, 1, 1, 2)), np.empty((1, 1, 1, 2), np.int8)
+    kernels.pool_bias_relu(z, np.array([-1.0, -1.0]), out, arg)
+    assert np.isnan(out[0, 0, 0, 0]) and out[0, 0, 0, 1] == 0.0
+    h = np.array([[np.nan, -1.0]])
+    kernels.bias_act(h, np.zeros(2), True)
+    assert np.isnan(h[0, 0]) and h[0, 1] == 0.0

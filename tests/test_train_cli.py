@@ -5,22 +5,22 @@ import sys
 
 import numpy as np
 
-from hpc_es import config, data, train
+from hpc_es import config, data, es, train
 
 
 def test_minibatches_are_a_pure_function_of_seed_and_iteration():
-    a = train.minibatch(1, 5, 60000, 50)
-    assert np.array_equal(a, train.minibatch(1, 5, 60000, 50))
-    assert len(set(a)) == 50 and not np.array_equal(a, train.minibatch(1, 6, 60000, 50))
+    a = es.minibatch(1, 5, 60000, 50)
+    assert np.array_equal(a, es.minibatch(1, 5, 60000, 50))
+    assert len(set(a)) == 50 and not np.array_equal(a, es.minibatch(1, 6, 60000, 50))
 
 
 def test_sgd_learns(mnist_dir):
     """60 Adam steps on the small net take test accuracy from chance to well above it."""
     ds = data.load_mnist(mnist_dir)
     cfg = config.load("sgd_small_local", ["run.iterations=60", "run.eval_every=0"])
-    theta, history = train.run(cfg, ds)
-    assert np.mean(history.loss[-10:]) < 0.6 * np.mean(history.loss[:5])
-    assert history.eval_iterations == [60] and history.val_accuracy[-1] > 0.7
+    theta, history = train.run(cfg, dataset=ds)
+    assert np.mean(history["loss"][-10:]) < 0.6 * np.mean(history["loss"][:5])
+    assert history["eval_iteration"] == [60] and history["val_accuracy"][-1] > 0.7
 
 
 def _cli(*args, env_extra=None):
@@ -29,8 +29,9 @@ def _cli(*args, env_extra=None):
                           timeout=300, env=env)
 
 
-def test_cli_train_smoke(mnist_dir):
-    proc = _cli("train", "sgd_small_local", "--set", "run.iterations=3", "--data-dir", mnist_dir)
+def test_cli_train_smoke(mnist_dir, tmp_path):
+    proc = _cli("train", "sgd_small_local", "--set", "run.iterations=3", "--data-dir", mnist_dir,
+                "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
     assert "final test accuracy:" in proc.stdout
 

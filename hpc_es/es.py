@@ -1,0 +1,130 @@
+"""OpenAI-ES maths: sample a population, shape fitness, aggregate the gradient estimate.
+
+References: Salimans, Ho, Chen, Sidor & Sutskever (2017), *Evolution Strategies as a Scalable
+Alternative to Reinforcement Learning*; Zhang, Clune & Stanley (2017), Sec. 2 and 4.
+
+Symbols (Zhang et al.):
+  theta_t           parameters at iteration t                      ``theta``
+  sigma             perturbation std, fixed at 0.002 (Sec. 4)       ``sigma``
+  v_{t,i}           = sigma * eps_i, eps_i ~ N(0, I)               ``eps_i = table[offset_i : offset_i + P]``
+  r_{t,i}           reward of pseudo-offspring i: -cross-entropy    ``rewards[i]``
+  g_t^ES, Eq. (1)   1/(N sigma^2) sum_i v_i r_i = 1/(N sigma) sum_i eps_i r_i
+  Eq. (2)           theta_{t+1} = theta_t + alpha g_t^ES (here: any optimizer fed -g_t^ES)
+
+N counts pseudo-offspring; with antithetic ("mirrored") sampling they come in pairs
+(+eps_k, -eps_k), offspring 2k and 2k+1, as in the paper's counts. Then Eq. (1) reduces to
+g = 1/(N sigma) sum_k (f_{2k} - f_{2k+1}) eps_k, which is what :func:`perturbation_weights`
+and :func:`hpc_es.kernels.aggregate_dense` compute. The fitness f is the raw reward (the
+paper: MNIST has no rollout noise) or centred ranks in [-0.5, 0.5] (Salimans et al.).
+
+Randomness: iteration t draws its data from ``Generator(PCG64([seed, t, 0]))`` (shared with
+the SGD baseline, so ES, SGD and the proxy see the same mini-batches) and its perturbations
+from ``Generator(PCG64([seed, t, 1]))``. Every rank draws the same arrays; no messages.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpc_es import kernels, noise
+
+DATA_STREAM, NOISE_STREAM = 0, 1
+
+
+def stream(seed, t, which):
+    """The generator of iteration ``t`` for one purpose: a pure function of (seed, t, which)."""
+    return np.random.Generator(np.random.PCG64([seed, t, which]))
+
+
+def minibatch(seed, t, n_train, batch_size):
+    """Indices (batch_size,) of iteration t's shared mini-batch, drawn without replacement."""
+    return stream(seed, t, DATA_STREAM).choice(n_train, size=batch_size, replace=False)
+
+
+def subsets(seed, t, count, n_train, batch_size):
+    """``count`` independent random subsets (count, batch_size) of the training set, each
+    without replacement: the no-mini-batch mode of Sec. 4.2."""
+    rng = stream(seed, t, DATA_STREAM)
+    idx = rng.integers(0, n_train, size=(count, batch_size))
+    srt = np.sort(idx, axis=1)
+    for row in np.nonzero((srt[:, 1:] == srt[:, :-1]).any(axis=1))[0]:
+        idx[row] = rng.choice(n_train, size=batch_size, replace=False)
+    return idx
+
+
+@dataclass(frozen=True)
+class Population:
+    """The pseudo-offspring of one iteration.
+
+    offsets (K,) int64   table offset of perturbation k (K = N/2 antithetic, else N)
+    member  (N,) int64   perturbation used by offspring i
+    sign    (N,) float32 +1 or -1: offspring i is theta + sign_i * sigma * eps_{member_i}
+    batch   (B,) shared mini-batch indices, or (K, B) one subset per perturbation
+    """
+
+    offsets: np.ndarray
+    member: np.ndarray
+    sign: np.ndarray
+    batch: np.ndarray
+
+    @property
+    def size(self):
+        return self.member.size
+
+    def batch_of(self, i):
+        return self.batch if self.batch.ndim == 1 else self.batch[self.member[i]]
+
+
+def sample_population(es_cfg, seed, t, n_params, table_size, n_train, batch_size):
+    """Draw iteration t's population (identical on every rank)."""
+    n = es_cfg.n_offspring
+    k = n // 2 if es_cfg.antithetic else n
+    offsets = noise.sample_offsets(stream(seed, t, NOISE_STREAM), k, n_params, table_size)
+    if es_cfg.antithetic:
+        member = np.arange(n, dtype=np.int64) // 2
+        sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    else:
+        member = np.arange(n, dtype=np.int64)
+        sign = np.ones(n, np.float32)
+    if es_cfg.mode == "minibatch":
+        batch = minibatch(seed, t, n_train, batch_size)
+    else:  # antithetic partners share their subset, so their difference isolates eps
+        batch = subsets(seed, t, k, n_train, batch_size)
+    return Population(offsets, member, sign, batch)
+
+
+def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work):
+    """Rewards -loss(theta + sign_i sigma eps_i) of offspring lo..hi-1 into ``rewards`` (hi-lo,).
+
+    ``work`` (P,) is scratch for the perturbed parameters; eps is read from the table in place.
+    """
+    shared_batch = pop.batch.ndim == 1
+    if shared_batch:
+        xb, yb = x[pop.batch], y[pop.batch]
+    for i in range(lo, hi):
+        kernels.perturb(theta, table, pop.offsets[pop.member[i]], pop.sign[i] * sigma, work)
+        if not shared_batch:
+            b = pop.batch_of(i)
+            xb, yb = x[b], y[b]
+        rewards[i - lo] = -net.loss(work, xb, yb)
+
+
+def fitness(rewards, method):
+    """Raw rewards (the paper) or centred ranks in [-0.5, 0.5] (Salimans et al. 2017)."""
+    if method == "raw":
+        return np.asarray(rewards, np.float64)
+    ranks = np.empty(rewards.size, np.float64)
+    ranks[np.argsort(rewards, kind="stable")] = np.arange(rewards.size)
+    return ranks / max(rewards.size - 1, 1) - 0.5
+
+
+def perturbation_weights(f, pop, sigma):
+    """w_k = 1/(N sigma) * sum of sign_i f_i over the offspring i using perturbation k."""
+    w = np.zeros(pop.offsets.size, np.float64)
+    np.add.at(w, pop.member, pop.sign * f)
+    return w / (pop.size * sigma)
+
+
+def gradient(table, pop, f, sigma, out):
+    """g_ES of Eq. (1) (an ascent direction for the reward) into ``out`` (P,) float32."""
+    kernels.aggregate_dense(table, pop.offsets, perturbation_weights(f, pop, sigma), out)
+    return out

@@ -1,0 +1,115 @@
+"""ES maths against plain numpy and against theory."""
+import numpy as np
+import pytest
+
+from hpc_es import config, es, kernels, nets, noise
+
+
+def _es_cfg(**kw):
+    return config.from_dict({"run": {"method": "es"}, "noise": {"size": 100_000}, "net": {"arch": "small"},
+                             "es": kw}).es
+
+
+def test_aggregate_dense_equals_plain_sum():
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal(50_000).astype(np.float32)
+    P = 5000 + 17  # not a multiple of the cache block
+    offsets = rng.integers(0, table.size - P, 300)
+    w = rng.standard_normal(300)
+    out = np.empty(P, np.float32)
+    kernels.aggregate_dense(table, offsets, w, out)
+    ref = sum(wk * table[o:o + P].astype(np.float64) for wk, o in zip(w, offsets))
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    slow = np.empty(P, np.float32)
+    kernels.aggregate_dense.py_func(table, offsets, w, slow)
+    np.testing.assert_allclose(out, slow, rtol=1e-6, atol=1e-6)
+
+
+def test_population_structure_and_determinism():
+    cfg = _es_cfg(n_offspring=10)
+    pop = es.sample_population(cfg, seed=1, t=4, n_params=100, table_size=1000, n_train=600, batch_size=5)
+    assert pop.offsets.shape == (5,) and list(pop.member) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert list(pop.sign) == [1, -1] * 5 and pop.batch.shape == (5,)
+    again = es.sample_population(cfg, seed=1, t=4, n_params=100, table_size=1000, n_train=600, batch_size=5)
+    assert np.array_equal(pop.offsets, again.offsets) and np.array_equal(pop.batch, again.batch)
+    # The shared mini-batch is the SGD baseline's for the same (seed, t).
+    assert np.array_equal(pop.batch, es.minibatch(1, 4, 600, 5))
+    plain = es.sample_population(_es_cfg(n_offspring=7, antithetic=False), 1, 4, 100, 1000, 600, 5)
+    assert plain.offsets.shape == (7,) and (plain.sign == 1).all()
+    nomb = es.sample_population(_es_cfg(n_offspring=8, mode="nominibatch"), 1, 4, 100, 1000, 600, 5)
+    assert nomb.batch.shape == (4, 5) and np.array_equal(nomb.batch_of(2), nomb.batch_of(3))
+
+
+def test_subsets_have_no_repeats_within_a_row():
+    idx = es.subsets(0, 0, 2000, 60, 50)  # tiny pool forces many duplicate draws
+    assert all(len(set(row)) == 50 for row in idx)
+
+
+def test_centered_ranks():
+    f = es.fitness(np.array([3.0, -1.0, 10.0, 0.0, 2.0]), "centered_ranks")
+    np.testing.assert_allclose(f, [0.25, -0.5, 0.5, -0.25, 0.0])
+    assert es.fitness(np.array([1.0, 2.0]), "raw").tolist() == [1.0, 2.0]
+
+
+def test_gradient_equals_equation_1_written_out():
+    """Eq. (1), 1/(N sigma^2) sum_i v_i r_i with v_i = sigma * sign_i * eps_i, in float64."""
+    rng = np.random.default_rng(1)
+    P, sigma = 300, 0.01
+    table = rng.standard_normal(5000).astype(np.float32)
+    cfg = _es_cfg(n_offspring=40)
+    pop = es.sample_population(cfg, 3, 0, P, table.size, 100, 5)
+    r = rng.standard_normal(40)
+    g = es.gradient(table, pop, es.fitness(r, "raw"), sigma, np.empty(P, np.float32))
+    ref = np.zeros(P)
+    for i in range(40):
+        v = sigma * pop.sign[i] * table[pop.offsets[pop.member[i]]:][:P].astype(np.float64)
+        ref += v * r[i]
+    ref /= 40 * sigma ** 2
+    np.testing.assert_allclose(g, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+
+
+def test_estimate_is_unbiased_on_a_linear_objective():
+    """For f(theta) = a . theta the antithetic estimate has mean a; its per-coordinate
+    variance is (|a|^2 + a_j^2) / n for n pairs, so the mean of M estimates lies within
+    5 standard errors of a."""
+    rng = np.random.default_rng(2)
+    P, sigma, n_pairs, M = 50, 0.1, 20, 400
+    a = rng.standard_normal(P)
+    table = noise.build_table(9, 200_000)
+    cfg = _es_cfg(n_offspring=2 * n_pairs)
+    total = np.zeros(P)
+    for t in range(M):
+        pop = es.sample_population(cfg, 0, t, P, table.size, 10, 1)
+        r = np.array([a @ (sigma * s * table[pop.offsets[m]:pop.offsets[m] + P])
+                      for m, s in zip(pop.member, pop.sign)])
+        total += es.gradient(table, pop, es.fitness(r, "raw"), sigma, np.empty(P, np.float32))
+    stderr = np.sqrt((a @ a + a ** 2) / n_pairs / M)
+    assert (np.abs(total / M - a) < 5 * stderr).all()
+
+
+def test_evaluate_matches_direct_loss():
+    net = nets.small()
+    theta = net.init_theta(0)
+    table = noise.build_table(1, 100_000)
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 256, (200, 28, 28), dtype=np.uint8), rng.integers(0, 10, 200)
+    for mode in ("minibatch", "nominibatch"):
+        pop = es.sample_population(_es_cfg(n_offspring=6, mode=mode), 0, 0, net.n_params, table.size, 200, 8)
+        rewards = np.empty(4)
+        es.evaluate(net, theta, table, pop, 0.002, x, y, 1, 5, rewards, np.empty_like(theta))
+        for j, i in enumerate(range(1, 5)):
+            o = pop.offsets[pop.member[i]]
+            th = theta + np.float32(pop.sign[i] * 0.002) * table[o:o + net.n_params]
+            b = pop.batch_of(i)
+            assert np.isclose(rewards[j], -net.loss(th, x[b], y[b]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("es.sigma=0", r"es.sigma = 0.0: expected a value in"),
+    ("es.n_offspring=9", r"es.n_offspring = 9: must be even with es.antithetic = true"),
+    ("noise.size=1000", r"noise.size = 1000: shorter than one perturbation of net.arch = 'small' \(28938"),
+    ("es.fitness=rank", r"es.fitness = 'rank': expected one of \['raw', 'centered_ranks'\]"),
+])
+def test_es_config_errors(override, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load("es_small_local", [override])

@@ -1,0 +1,81 @@
+"""The noise table: a pure function of (seed, size), one copy per node under MPI."""
+import hashlib
+
+import numpy as np
+import pytest
+
+from hpc_es import comm, noise
+
+
+def test_table_is_a_pure_function_of_seed_and_size():
+    a = noise.build_table(3, noise.CHUNK * 2 + 1000)
+    np.testing.assert_array_equal(a, noise.build_table(3, noise.CHUNK * 2 + 1000))
+    assert not np.array_equal(a[:1000], noise.build_table(4, 1000))
+    # A shorter table with the same seed is a prefix (chunks are independent streams).
+    np.testing.assert_array_equal(a[:noise.CHUNK + 17], noise.build_table(3, noise.CHUNK + 17))
+    # Any chunk can be built alone.
+    alone = np.empty(1000, np.float32)
+    noise.fill_chunks(3, 2, 3, alone, noise.CHUNK * 2 + 1000)
+    np.testing.assert_array_equal(alone, a[2 * noise.CHUNK:])
+
+
+def test_table_is_standard_normal():
+    t = noise.build_table(0, 4_000_000).astype(np.float64)
+    n = t.size
+    assert abs(t.mean()) < 5 / np.sqrt(n)                  # 5 standard errors
+    assert abs(t.var() - 1) < 5 * np.sqrt(2 / n)
+    assert abs(np.mean(t ** 4) - 3) < 5 * np.sqrt(96 / n)  # Var(x^4) = 105 - 9 = 96
+
+
+def test_offsets_fit_the_table():
+    rng = np.random.default_rng(0)
+    off = noise.sample_offsets(rng, 10000, 90, 100)
+    assert off.min() >= 0 and off.max() <= 10 and len(set(off)) == 11
+    with pytest.raises(ValueError, match="shorter than a perturbation"):
+        noise.sample_offsets(rng, 1, 101, 100)
+
+
+def _pss_kib():
+    with open("/proc/self/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+
+
+@pytest.mark.mpi
+def test_shared_table_equals_serial_build_on_every_rank():
+    world = comm.world()
+    size = 3 * noise.CHUNK + 12345
+    shared = comm.shared_noise_table(world, 11, size)
+    digest = hashlib.sha256(shared.array.tobytes()).hexdigest()
+    serial = hashlib.sha256(noise.build_table(11, size).tobytes()).hexdigest()
+    comm.parallel_assert(world, digest == serial, "shared table differs from the serial build")
+    shared.free()
+
+
+@pytest.mark.mpi(min_size=2)
+def test_one_copy_per_node():
+    """A write by node rank 0 is seen by the others (one memory), and each rank's proportional
+    set size grows by table/ranks, not by the whole table."""
+    world = comm.world()
+    node = comm.node_comm(world)
+    size = 64 * noise.CHUNK  # 256 MiB
+    before = _pss_kib()
+    shared = comm.shared_noise_table(world, 5, size)
+    shared.array.sum()  # touch every page on every rank
+    world.Barrier()
+    grew_mib = (_pss_kib() - before) / 1024
+    table_mib = size * 4 / 2**20
+    expect = table_mib / node.Get_size()
+    comm.parallel_assert(world, abs(grew_mib - expect) < 0.25 * expect,
+                         f"PSS grew {grew_mib:.0f} MiB, expected about {expect:.0f} (table {table_mib:.0f} MiB)")
+    first = float(shared.array[0])
+    node.Barrier()
+    if node.Get_rank() == 0:
+        shared.array[0] = 12345.0
+    node.Barrier()
+    seen = float(shared.array[0])
+    node.Barrier()
+    if node.Get_rank() == 0:
+        shared.array[0] = first
+    comm.parallel_assert(world, seen == 12345.0, "ranks of one node do not share the table memory")
+    shared.free()
+    node.Free()

@@ -1,0 +1,108 @@
+"""The distributed training loop: same theta on 1 and 2 ranks, exact resume, refusals.
+
+Run serially and under ``mpiexec -n 2`` (marker ``mpi``). Exact (bitwise) equality is the
+right tolerance here: every offspring's reward is computed by the same code on the same
+inputs whichever rank evaluates it, every rank aggregates the full reward vector in the same
+order, and nothing crosses ranks in floating point except the gathered rewards themselves
+(validation sums integer counts).
+"""
+import os
+
+import numpy as np
+import pytest
+
+from hpc_es import comm, config, data, io, train
+
+ES_TINY = ["run.method=es", "es.n_offspring=12", "noise.size=200000", "run.iterations=4", "run.eval_every=2",
+           "run.checkpoint_every=2", "run.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return comm.world()
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir):
+    return data.load_mnist(mnist_dir)
+
+
+@pytest.fixture
+def shared_tmp(world, tmp_path):
+    """A temporary directory made on rank 0 and shared with every rank."""
+    path = world.bcast(str(tmp_path), root=0)
+    yield path
+    world.Barrier()
+
+
+def _cfg(*extra):
+    return config.load("es_small_local", ES_TINY + list(extra))
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("extra", [[], ["es.mode=nominibatch", "es.fitness=centered_ranks", "optim.l2=0.0002"],
+                                   ["run.method=sgd"]], ids=["es", "es-nominibatch-ranks-l2", "sgd"])
+def test_all_ranks_and_a_serial_run_reach_the_same_theta(world, mnist, extra):
+    cfg = _cfg(*extra)
+    theta_mpi, hist = train.run(cfg, world, dataset=mnist, quiet=True)
+    theta_serial, hist_serial = train.run(cfg, comm.SerialComm(), dataset=mnist, quiet=True)
+    gathered = world.allgather(theta_mpi.tobytes())
+    comm.parallel_assert(world, all(g == gathered[0] for g in gathered), "ranks hold different theta")
+    comm.parallel_assert(world, np.array_equal(theta_mpi, theta_serial),
+                         f"{world.Get_size()} ranks vs serial: max |diff| "
+                         f"{np.abs(theta_mpi - theta_serial).max()}")
+    comm.parallel_assert(world, hist["val_accuracy"] == hist_serial["val_accuracy"], "validation differs")
+
+
+@pytest.mark.mpi
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(world, mnist, shared_tmp):
+    full, part = os.path.join(shared_tmp, "full"), os.path.join(shared_tmp, "part")
+    theta_full, hist_full = train.run(_cfg(), world, out=full, dataset=mnist, quiet=True)
+    train.run(_cfg("run.iterations=2"), world, out=part, dataset=mnist, quiet=True)
+    theta_resumed, hist = train.run(_cfg(), world, out=part, resume=True, dataset=mnist, quiet=True)
+    comm.parallel_assert(world, np.array_equal(theta_full, theta_resumed), "resumed theta differs")
+    comm.parallel_assert(world, hist["loss"] == hist_full["loss"], "resumed loss history differs")
+    res = io.read_results(os.path.join(part, io.RESULTS))
+    comm.parallel_assert(world, np.array_equal(res["theta"], theta_full) and
+                         list(res["history"]["iteration"]) == [1, 2, 3, 4] and
+                         res["completed_iterations"] == 4 and res["ranks"] == world.Get_size(),
+                         "results file incomplete")
+
+
+@pytest.mark.mpi
+def test_refusals_happen_on_every_rank_before_work(world, mnist, shared_tmp):
+    out = os.path.join(shared_tmp, "run")
+    train.run(_cfg("run.iterations=2"), world, out=out, dataset=mnist, quiet=True)
+    with pytest.raises(io.RunDirError, match=r"holds another run \(results.h5, checkpoint.h5\); pass --resume"):
+        train.run(_cfg(), world, out=out, dataset=mnist, quiet=True)
+    with pytest.raises(config.ConfigError, match=r"es.sigma: 0.002 -> 0.01; optim.lr: 0.001 -> 0.002"):
+        train.run(_cfg("es.sigma=0.01", "optim.lr=0.002"), world, out=out, resume=True, dataset=mnist, quiet=True)
+    with pytest.raises(io.RunDirError, match=r"no checkpoint to resume from"):
+        train.run(_cfg(), world, out=os.path.join(shared_tmp, "empty"), resume=True, dataset=mnist, quiet=True)
+    # --force replaces the old run.
+    train.run(_cfg("run.iterations=1"), world, out=out, force=True, dataset=mnist, quiet=True)
+    res = io.read_results(os.path.join(out, io.RESULTS))
+    comm.parallel_assert(world, res["completed_iterations"] == 1, "--force did not replace the run")
+
+
+@pytest.mark.mpi
+def test_nan_loss_stops_with_iteration_and_hint_keeping_the_checkpoint(world, mnist, shared_tmp):
+    out = os.path.join(shared_tmp, "nan")
+    train.run(_cfg("run.iterations=2"), world, out=out, dataset=mnist, quiet=True)
+    images = mnist.train_images.astype(np.float32) / 255
+    images[:] = np.nan
+    poisoned = data.MNIST(images, mnist.train_labels, mnist.test_images, mnist.test_labels, "poisoned")
+    with pytest.raises(FloatingPointError, match=r"iteration 3: non-finite rewards; es.sigma = 0.002 or optim.lr"):
+        train.run(_cfg(), world, out=out, resume=True, dataset=poisoned, quiet=True)
+    comm.parallel_assert(world, io.load_checkpoint(out)["iteration"] == 2, "checkpoint lost")
+
+
+def test_checkpoint_survives_a_damaged_newest_file(tmp_path):
+    theta = np.arange(5, dtype=np.float32)
+    for it in (1, 2):
+        io.save_checkpoint(str(tmp_path), it, theta * it, {"m": theta}, {"a": 1}, {"loss": [0.5] * it})
+    assert io.load_checkpoint(str(tmp_path))["iteration"] == 2
+    path = tmp_path / io.CHECKPOINT
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    ck = io.load_checkpoint(str(tmp_path))
+    assert ck["iteration"] == 1 and np.array_equal(ck["theta"], theta)
