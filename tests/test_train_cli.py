@@ -44,3 +44,27 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert proc.returncode == 2 and "train-images-idx3-ubyte: not found" in proc.stdout
     proc = _cli("data", "verify", "--data-dir", str(tmp_path / "none"))
     assert proc.returncode == 2 and "does not exist" in proc.stdout
+
+
+def _mpiexec_cli(*args):
+    from tests.test_comm import _mpiexec
+    return subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpc_es", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_under_mpiexec_trains_es_and_rejects_bad_input_on_every_rank(mnist_dir, tmp_path):
+    out = str(tmp_path / "run")
+    proc = _mpiexec_cli("train", "es_small_local", "--set", "es.n_offspring=20", "--set", "run.iterations=3",
+                        "--set", "noise.size=100000", "--data-dir", mnist_dir, "--out", out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("final test accuracy:") == 1 and "2 rank(s)" in proc.stdout
+    assert "[1/2]" not in proc.stdout  # rank 1 prints nothing when all is well
+    from hpc_es import io
+    assert io.read_results(os.path.join(out, io.RESULTS))["ranks"] == 2
+    # Another run into the same directory: refused by both ranks, exit 2, no traceback, no hang.
+    proc = _mpiexec_cli("train", "es_small_local", "--set", "run.iterations=3", "--data-dir", mnist_dir,
+                        "--out", out)
+    assert proc.returncode == 2 and "holds another run" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    proc = _mpiexec_cli("train", "es_small_local", "--set", "es.n_offspring=11")
+    assert proc.returncode == 2 and proc.stdout.count("es.n_offspring = 11: must be even") == 1
