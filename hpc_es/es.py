@@ -17,9 +17,11 @@ g = 1/(N sigma) sum_k (f_{2k} - f_{2k+1}) eps_k, which is what :func:`perturbati
 and :func:`hpc_es.kernels.aggregate_dense` compute. The fitness f is the raw reward (the
 paper: MNIST has no rollout noise) or centred ranks in [-0.5, 0.5] (Salimans et al.).
 
-Randomness: iteration t draws its data from ``Generator(PCG64([seed, t, 0]))`` (shared with
-the SGD baseline, so ES, SGD and the proxy see the same mini-batches) and its perturbations
-from ``Generator(PCG64([seed, t, 1]))``. Every rank draws the same arrays; no messages.
+Randomness: iteration t draws its data from ``Generator(PCG64([seed, t, DATA_STREAM]))``
+(shared with the SGD baseline, so ES, SGD and the proxy see the same mini-batches) and its
+perturbations from ``Generator(PCG64([seed, t, NOISE_STREAM]))``. Every rank draws the same
+arrays; no messages. Stream tags are nonzero because numpy's SeedSequence treats trailing
+zeros as absent (``[s, t, 0]`` seeds the same stream as ``[s, t]``).
 """
 from dataclasses import dataclass
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from hpc_es import kernels, noise
 
-DATA_STREAM, NOISE_STREAM = 0, 1
+DATA_STREAM, NOISE_STREAM = 1, 2  # noise.TABLE_STREAM is 3
 
 
 def stream(seed, t, which):

@@ -1,7 +1,8 @@
 """The shared noise table of OpenAI-ES (Salimans et al. 2017, Sec. 2.1 of Zhang et al. 2017).
 
 Content is a pure function of (seed, size): standard normal float32 generated in chunks of
-:data:`CHUNK` floats, chunk c drawn by its own generator ``PCG64([seed, c])``. Any process can
+:data:`CHUNK` floats, chunk c drawn by its own generator ``PCG64([seed, c, TABLE_STREAM])``
+(the tag keeps these streams apart from the per-iteration streams of :mod:`hpc_es.es`). Any process can
 therefore build any chunk, and the table is identical whether one rank builds it all or 500
 ranks each build their share (:func:`hpc_es.comm.shared_noise_table`). Tables of different
 sizes with one seed agree on their common prefix.
@@ -13,6 +14,7 @@ floats, identifies a perturbation.
 import numpy as np
 
 CHUNK = 1 << 20  # floats per independently generated chunk (4 MiB)
+TABLE_STREAM = 3  # nonzero: SeedSequence ignores trailing zeros
 
 
 def n_chunks(size):
@@ -30,7 +32,7 @@ def fill_chunks(seed, first, last, out, size):
     for c in range(first, last):
         lo = (c - first) * CHUNK
         hi = min(lo + CHUNK, expected)
-        rng = np.random.Generator(np.random.PCG64([seed, c]))
+        rng = np.random.Generator(np.random.PCG64([seed, c, TABLE_STREAM]))
         rng.standard_normal(out=out[lo:hi], dtype=np.float32)
 
 

@@ -113,3 +113,15 @@ def test_evaluate_matches_direct_loss():
 def test_es_config_errors(override, message):
     with pytest.raises(config.ConfigError, match=message):
         config.load("es_small_local", [override])
+
+
+def test_random_streams_are_distinct():
+    """SeedSequence ignores trailing zeros; no two purposes may share a stream."""
+    draws = {}
+    for seed in (0, 1):
+        for t in (0, 1):
+            for which in (es.DATA_STREAM, es.NOISE_STREAM, noise.TABLE_STREAM):
+                draws[(seed, t, which)] = tuple(es.stream(seed, t, which).integers(0, 2**62, 4))
+    draws["plain seed 0"] = tuple(np.random.default_rng(0).integers(0, 2**62, 4))
+    draws["seed 0, t 0"] = tuple(np.random.Generator(np.random.PCG64([0, 0])).integers(0, 2**62, 4))
+    assert len(set(draws.values())) == len(draws)
