@@ -67,8 +67,33 @@ class NoiseConfig:
 
 
 @dataclass(frozen=True)
+class ProxyConfig:
+    rho: float = _opt(0.04, "target correlation of the ES proxy g_true + m g_noise (paper: 0.04 and 0.20)",
+                      lo=1e-6, hi=1.0)
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    correlation: bool = _opt(False, "log rho(g, g_true) over all parameters and per layer each iteration "
+                             "(mini-batch ES or proxy; rank 0 computes g_true)")
+    sgd_self_correlation: bool = _opt(False, "log the correlation of g_true on two independent random "
+                                      "mini-batches each iteration (paper: 39.04%)")
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    target_rho: float = _opt(0.2, "stop when rho(g_ES, g_true) reaches this (paper: 0.20 at ~274,000)",
+                             lo=1e-6, hi=1.0)
+    step: int = _opt(1000, "pseudo-offspring added between re-estimates (paper: 1,000); even", lo=2, hi=10**8)
+    max_offspring: int = _opt(400_000, "give up after this many pseudo-offspring", lo=2, hi=10**10)
+    theta_from: str = _opt("", "results.h5 or checkpoint.h5 whose theta to use; empty: the initial theta")
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    method: str = _opt("sgd", "training method: exact-gradient SGD baseline or OpenAI-ES", choices=("sgd", "es"))
+    method: str = _opt("sgd", "sgd (exact gradient), es (OpenAI-ES), proxy (SGD + noise at proxy.rho), "
+                       "population (offspring needed for population.target_rho at fixed theta)",
+                       choices=("sgd", "es", "proxy", "population"))
     iterations: int = _opt(2000, "optimizer updates (paper: 2,000)", lo=1, hi=10**9)
     seed: int = _opt(0, "run seed: keys every random draw of iteration t", lo=0, hi=2**63 - 1)
     eval_every: int = _opt(100, "validate on all 10,000 test images every k iterations (0: at the end only)",
@@ -81,7 +106,8 @@ class RunConfig:
 
 # Keys that do not change the trajectory of theta: a resume may change them.
 RESUMABLE_KEYS = ("run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
-                  "run.log_every", "data.dir", "data.verify")
+                  "run.log_every", "data.dir", "data.verify", "measure.correlation",
+                  "measure.sgd_self_correlation")
 
 
 @dataclass(frozen=True)
@@ -91,6 +117,9 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     es: ESConfig = field(default_factory=ESConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    population: PopulationConfig = field(default_factory=PopulationConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self):
@@ -98,7 +127,8 @@ class Config:
 
 
 _SECTION_CLASSES = {"net": NetConfig, "data": DataConfig, "optim": OptimConfig, "es": ESConfig,
-                    "noise": NoiseConfig, "run": RunConfig}
+                    "noise": NoiseConfig, "proxy": ProxyConfig, "measure": MeasureConfig,
+                    "population": PopulationConfig, "run": RunConfig}
 
 
 def presets():
@@ -140,7 +170,17 @@ def from_dict(raw, origin="config"):
 
 def _check_combination(cfg, origin):
     """Constraints between keys (each message names the keys involved)."""
-    if cfg.run.method != "es":
+    method = cfg.run.method
+    if cfg.measure.correlation and (method not in ("es", "proxy") or cfg.es.mode != "minibatch"):
+        raise ConfigError(f"{origin}: measure.correlation = true needs run.method = 'es' or 'proxy' with "
+                          f"es.mode = 'minibatch' (got {method!r}, {cfg.es.mode!r}): g_true is defined per mini-batch")
+    if method == "population":
+        if cfg.population.step % 2:
+            raise ConfigError(f"{origin}: population.step = {cfg.population.step}: must be even (antithetic pairs)")
+        if cfg.es.fitness != "raw":
+            raise ConfigError(f"{origin}: run.method = 'population' re-uses earlier offspring, so es.fitness "
+                              f"must be 'raw' (got {cfg.es.fitness!r})")
+    if method not in ("es", "population"):
         return
     if cfg.es.antithetic and cfg.es.n_offspring % 2:
         raise ConfigError(f"{origin}: es.n_offspring = {cfg.es.n_offspring}: must be even with "

@@ -30,6 +30,7 @@ import numpy as np
 from hpc_es import kernels, noise
 
 DATA_STREAM, NOISE_STREAM = 1, 2  # noise.TABLE_STREAM is 3
+PROXY_STREAM, SELF_STREAM = 4, 5  # g_noise of the ES proxy; the two mini-batches of SGD self-correlation
 
 
 def stream(seed, t, which):

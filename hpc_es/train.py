@@ -16,19 +16,20 @@ import time
 
 import numpy as np
 
-from hpc_es import __version__, comm as comm_mod, config, es, io, nets, optim
+from hpc_es import __version__, analysis, comm as comm_mod, config, es, io, nets, optim
 from hpc_es import data as data_mod
 
 log = logging.getLogger(__name__)
 
-PER_ITERATION = ("iteration", "loss", "reward_std", "seconds_evaluate", "seconds_communicate",
-                 "seconds_aggregate", "seconds_update", "seconds_validate", "seconds_total")
-PER_EVAL = ("eval_iteration", "val_accuracy")
+PHASES = ("seconds_evaluate", "seconds_communicate", "seconds_aggregate", "seconds_update",
+          "seconds_measure", "seconds_validate", "seconds_total")
 
 
 def new_history():
-    """Per-iteration and per-validation series, as lists (saved as HDF5 datasets)."""
-    return {key: [] for key in PER_ITERATION + PER_EVAL}
+    """Series by name, as lists (saved as HDF5 datasets). Per iteration: ``iteration``,
+    ``loss``, ``reward_std``, the phase timings and, when measured, ``rho``, ``rho_<layer>``,
+    ``rho_sgd_self``; per validation: ``eval_iteration``, ``val_accuracy``."""
+    return {key: [] for key in ("iteration", "loss", "reward_std") + PHASES + ("eval_iteration", "val_accuracy")}
 
 
 def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet=False):
@@ -52,7 +53,7 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
     if checkpoint is not None:
         theta[:] = checkpoint["theta"]
         opt.load_state(checkpoint["optimizer"])
-        history = {key: list(checkpoint["history"].get(key, [])) for key in history}
+        history.update({key: list(values) for key, values in checkpoint["history"].items()})
         start = checkpoint["iteration"]
         log.info("resuming %s at iteration %d", checkpoint["path"], start)
 
@@ -69,23 +70,26 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
 def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta):
     rank, size = comm.Get_rank(), comm.Get_size()
     x, y = dataset.train_images, dataset.train_labels
-    n_iter, batch_size = cfg.run.iterations, cfg.data.batch_size
+    n_iter, batch_size, method = cfg.run.iterations, cfg.data.batch_size, cfg.run.method
     grad = np.empty_like(theta)
+    g_true = np.empty_like(theta)
     weight_slices = net.weight_slices()
-    if cfg.run.method == "es":
+    if method == "es":
         n = cfg.es.n_offspring
         shares = [comm_mod.split_range(n, r, size) for r in range(size)]
         lo, hi = shares[rank]
         counts = np.array([b - a for a, b in shares], np.int64)
         mine, rewards = np.empty(hi - lo, np.float64), np.empty(n, np.float64)
         work = np.empty_like(theta)
-    log.info("%s on %s (%d parameters), %d ranks: iterations %d..%d%s", cfg.run.method, net.name,
+    log.info("%s on %s (%d parameters), %d ranks: iterations %d..%d%s", method, net.name,
              net.n_params, size, start + 1, n_iter,
-             f", N = {cfg.es.n_offspring}, sigma = {cfg.es.sigma}, {cfg.es.mode}" if cfg.run.method == "es" else "")
+             f", N = {cfg.es.n_offspring}, sigma = {cfg.es.sigma}, {cfg.es.mode}" if method == "es" else
+             f", rho = {cfg.proxy.rho}" if method == "proxy" else "")
     wall_start, window_start, window_iters = time.perf_counter(), time.perf_counter(), 0
     for t in range(start, n_iter):
+        rec = {"iteration": t + 1, "reward_std": 0.0}
         t0 = time.perf_counter()
-        if cfg.run.method == "es":
+        if method == "es":
             pop = es.sample_population(cfg.es, cfg.run.seed, t, net.n_params, cfg.noise.size, len(y), batch_size)
             es.evaluate(net, theta, table.array, pop, cfg.es.sigma, x, y, lo, hi, mine, work)
             t1 = time.perf_counter()
@@ -93,29 +97,39 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
             t2 = time.perf_counter()
             _check_finite(rewards, t, cfg, "rewards")
             es.gradient(table.array, pop, es.fitness(rewards, cfg.es.fitness), cfg.es.sigma, grad)
+            rec["loss"], rec["reward_std"] = -float(rewards.mean()), float(rewards.std())
+            batch = pop.batch
+        else:  # sgd, proxy: the exact (descent) gradient of the mini-batch of stream DATA_STREAM
+            batch = es.minibatch(cfg.run.seed, t, len(y), batch_size)
+            target = g_true if method == "proxy" else grad
+            rec["loss"], _ = net.loss_and_grad(theta, x[batch], y[batch], cfg.optim.l2, out=target)
+            t1 = t2 = time.perf_counter()
+            _check_finite(np.array([rec["loss"]]), t, cfg, "loss")
+            if method == "proxy":
+                g_noise = es.stream(cfg.run.seed, t, es.PROXY_STREAM).standard_normal(net.n_params, np.float32)
+                analysis.proxy_gradient(g_true, cfg.proxy.rho, g_noise, grad)
+        t3 = time.perf_counter()
+        if rank == 0 and (cfg.measure.correlation or cfg.measure.sgd_self_correlation):
+            # ES's g is an ascent direction of the reward; the proxy's a descent one of the loss.
+            ref = -1.0 if method == "es" else 1.0
+            rec.update(_measure(cfg, net, theta, x, y, t, batch, grad, ref, g_true if method == "proxy" else None))
+        t4 = time.perf_counter()
+        if method == "es":
             np.negative(grad, out=grad)  # the optimizers descend the loss = -reward
-            if cfg.optim.l2:  # the L2 term's gradient is known exactly; OpenAI's ES adds it the same way
+            if cfg.optim.l2:  # L2's gradient is known exactly; OpenAI's ES adds it the same way
                 for s in weight_slices:
                     grad[s] += cfg.optim.l2 * theta[s]
-            loss, reward_std = -float(rewards.mean()), float(rewards.std())
-        else:
-            idx = es.minibatch(cfg.run.seed, t, len(y), batch_size)
-            loss, _ = net.loss_and_grad(theta, x[idx], y[idx], cfg.optim.l2, out=grad)
-            t1 = t2 = time.perf_counter()
-            _check_finite(np.array([loss]), t, cfg, "loss")
-            reward_std = 0.0
-        t3 = time.perf_counter()
         opt.step(theta, grad)
-        t4 = time.perf_counter()
+        t5 = time.perf_counter()
         done = t + 1
         if (cfg.run.eval_every and done % cfg.run.eval_every == 0) or done == n_iter:
             acc = validate(comm, net, theta, dataset, cfg.run.eval_chunk)
             history["eval_iteration"].append(done)
             history["val_accuracy"].append(acc)
-        t5 = time.perf_counter()
-        for key, value in zip(PER_ITERATION, (done, loss, reward_std, t1 - t0, t2 - t1, t3 - t2,
-                                              t4 - t3, t5 - t4, t5 - t0)):
-            history[key].append(value)
+        t6 = time.perf_counter()
+        rec.update(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t4 - t3, t6 - t5, t6 - t0)))
+        for key, value in rec.items():
+            history.setdefault(key, []).append(value)
         window_iters += 1
         if rank == 0 and not quiet and (done % cfg.run.log_every == 0 or done == n_iter):
             _progress(cfg, history, done, n_iter, time.perf_counter() - window_start, window_iters,
@@ -126,6 +140,29 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
                 io.save_checkpoint(out, done, theta, opt.state(), cfg.to_dict(), history)
                 io.save_results(out, cfg.to_dict(), {**meta, "completed_iterations": done}, history, theta)
             comm.Barrier()  # nobody runs ahead of a checkpoint that may be needed to resume
+
+
+def _measure(cfg, net, theta, x, y, t, batch, g_est, sign, g_true):
+    """Rank 0's measurements of iteration t (never used by the optimizer).
+
+    ``g_est`` is the estimate used this iteration (g_ES or g_proxy), ``sign`` the sign that
+    turns the loss gradient into its direction (-1 for ES, which ascends the reward), and
+    ``g_true`` the exact loss gradient of the same mini-batch if already computed.
+    """
+    rec = {}
+    if cfg.measure.correlation:
+        if g_true is None:
+            g_true = net.grad(theta, x[batch], y[batch])  # the cross-entropy's gradient, no L2
+        g_true = g_true if sign > 0 else -g_true
+        rec["rho"] = analysis.pearson(g_est, g_true)
+        for name, rho in analysis.layer_correlations(net, g_est, g_true).items():
+            rec[f"rho_{name}"] = rho
+    if cfg.measure.sgd_self_correlation:
+        rng = es.stream(cfg.run.seed, t, es.SELF_STREAM)
+        b1, b2 = (rng.choice(len(y), cfg.data.batch_size, replace=False) for _ in range(2))
+        g1 = net.grad(theta, x[b1], y[b1]).copy()
+        rec["rho_sgd_self"] = analysis.pearson(g1, net.grad(theta, x[b2], y[b2]))
+    return rec
 
 
 def validate(comm, net, theta, dataset, chunk):
@@ -151,7 +188,8 @@ def _progress(cfg, history, done, n_iter, window_seconds, window_iters, elapsed,
            if history["val_accuracy"] else "val_acc -")
     speed = (f"{rate * cfg.es.n_offspring:,.0f} offspring/s" if cfg.run.method == "es"
              else f"{rate * cfg.data.batch_size:,.0f} images/s")
-    log.info("iter %d/%d  loss %.4f  %s  %s  ETA %s", done, n_iter, history["loss"][-1], acc, speed,
+    rho = f"  rho {100 * history['rho'][-1]:.2f}%" if history.get("rho") else ""
+    log.info("iter %d/%d  loss %.4f  %s%s  %s  ETA %s", done, n_iter, history["loss"][-1], acc, rho, speed,
              _hms(eta))
 
 
