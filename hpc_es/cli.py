@@ -53,6 +53,20 @@ def _parser():
     train.add_argument("--threads", type=int, help="BLAS and numba threads per process (default 1)")
     train.set_defaults(func=_train)
 
+    table1 = sub.add_parser("table1", help="Table 1: SGD vs ES proxies over several seeds (runs spread over ranks)")
+    table1.add_argument("config", help="base preset or .toml (e.g. sgd_small_local)")
+    table1.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    table1.add_argument("--rhos", default="0.04,0.2", help="proxy correlations (paper: 0.04,0.2)")
+    table1.add_argument("--runs", type=int, default=20, help="seeds per method (paper: 20)")
+    table1.add_argument("--out", required=True, help="directory for per-run results and table1.json")
+    table1.add_argument("--data-dir", help="MNIST directory")
+    table1.add_argument("--threads", type=int, help="BLAS and numba threads per process (default 1)")
+    table1.set_defaults(func=_table1)
+
+    report = sub.add_parser("report", help="markdown table of results files beside the paper's numbers")
+    report.add_argument("results", nargs="+", help="results.h5 files (or table1.json)")
+    report.set_defaults(func=_report)
+
     data = sub.add_parser("data", help="MNIST files: fetch or verify")
     data_sub = data.add_subparsers(required=True, metavar="ACTION")
     fetch = data_sub.add_parser("fetch", help="download + verify MNIST and write the HDF5 cache")
@@ -93,11 +107,48 @@ def _train(args):
         stem = os.path.splitext(os.path.basename(args.config))[0]
         out = world.bcast(os.path.join("runs", time.strftime(f"{stem}-%Y%m%d-%H%M%S")), root=0)
     theta, history = train.run(cfg, world, out=out, resume=args.resume, force=args.force, quiet=args.quiet)
-    if world.Get_rank() == 0:
+    if world.Get_rank() == 0 and cfg.run.method == "population":
+        n, rho = history["population_n"][-1], history["population_rho"][-1]
+        verdict = "reached" if history["population_reached"][0] else "NOT reached"
+        print(f"population: rho = {100 * rho:.2f}% at N = {n} pseudo-offspring (target "
+              f"{100 * cfg.population.target_rho:.0f}% {verdict}; theory {100 * history['population_rho_theory'][-1]:.2f}%); "
+              f"results in {os.path.join(out, 'results.h5')}")
+    elif world.Get_rank() == 0:
         seconds = sum(history["seconds_total"])
         print(f"final test accuracy: {100 * history['val_accuracy'][-1]:.2f}% ({cfg.net.arch}, "
               f"{cfg.run.method}/{cfg.optim.name}, {cfg.run.iterations} iterations, {world.Get_size()} "
               f"rank(s), {seconds:.1f} s; results in {os.path.join(out, 'results.h5')})")
+
+
+def _table1(args):
+    from hpc_es import comm, config, experiments
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.dir={_toml_str(args.data_dir)}")
+    cfg = config.load(args.config, overrides)
+    try:
+        rhos = [float(r) for r in args.rhos.split(",")]
+    except ValueError:
+        raise config.ConfigError(f"--rhos {args.rhos!r}: expected comma-separated numbers in (0, 1]") from None
+    if not all(0 < r <= 1 for r in rhos) or args.runs < 1:
+        raise config.ConfigError(f"--rhos {args.rhos!r} / --runs {args.runs}: expected rhos in (0, 1] and runs >= 1")
+    world = comm.world()
+    comm.install_excepthook(world)
+    summary = experiments.table1(world, cfg, rhos, args.runs, args.out)
+    if world.Get_rank() == 0:
+        print(experiments.table1_markdown(summary))
+
+
+def _report(args):
+    import json
+    from hpc_es import experiments
+    tables = [p for p in args.results if p.endswith(".json")]
+    results = [p for p in args.results if not p.endswith(".json")]
+    if results:
+        print(experiments.report(results))
+    for path in tables:
+        with open(path) as f:
+            print("\n" + experiments.table1_markdown(json.load(f)))
 
 
 def _fetch(args):

@@ -144,3 +144,19 @@ def read_results(path):
         res["history"] = {k: f["history"][k][()] for k in f["history"]}
         res["theta"] = f["theta"][()]
     return res
+
+
+def load_theta(path, n_params):
+    """The ``theta`` dataset of a results or checkpoint file, checked against ``n_params``."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "theta" not in f:
+                raise RunDirError(f"{path}: no 'theta' dataset (expected a results.h5 or checkpoint.h5)")
+            theta = f["theta"][()]
+    except OSError as err:
+        raise RunDirError(f"{path}: cannot be read as HDF5 ({err})") from None
+    if theta.shape != (n_params,):
+        raise RunDirError(f"{path}: theta has shape {theta.shape}, expected ({n_params},) for this net")
+    return theta

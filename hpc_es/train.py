@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from hpc_es import __version__, analysis, comm as comm_mod, config, es, io, nets, optim
+from hpc_es import __version__, analysis, comm as comm_mod, config, es, io, kernels, nets, noise, optim
 from hpc_es import data as data_mod
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,18 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
         start = checkpoint["iteration"]
         log.info("resuming %s at iteration %d", checkpoint["path"], start)
 
-    table = comm_mod.shared_noise_table(comm, cfg.noise.seed, cfg.noise.size) if cfg.run.method == "es" else None
+    if cfg.run.method == "population":
+        if cfg.population.theta_from:
+            theta[:] = io.load_theta(cfg.population.theta_from, net.n_params)
+        history = {}
+    uses_table = cfg.run.method in ("es", "population")
+    table = comm_mod.shared_noise_table(comm, cfg.noise.seed, cfg.noise.size) if uses_table else None
     meta = _metadata(comm, cfg)
     try:
-        _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta)
+        if cfg.run.method == "population":
+            _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta)
+        else:
+            _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta)
     finally:
         if table is not None:
             table.free()
@@ -140,6 +148,57 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
                 io.save_checkpoint(out, done, theta, opt.state(), cfg.to_dict(), history)
                 io.save_results(out, cfg.to_dict(), {**meta, "completed_iterations": done}, history, theta)
             comm.Barrier()  # nobody runs ahead of a checkpoint that may be needed to resume
+
+
+def _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta):
+    """Sec. 4: at fixed theta and mini-batch, add ``population.step`` pseudo-offspring at a time,
+    re-estimate g_ES from all of them, and stop when rho(g_ES, g_true) >= the target.
+
+    Block b's perturbations come from stream (seed, b, NOISE_STREAM); the mini-batch is
+    iteration 0's. Each rank evaluates its share of every block; the rewards are gathered and
+    every rank adds the block's unscaled sum sign_i r_i eps_i to a float64 running sum S, so
+    g_ES(N) = S / (N sigma) for all N offspring so far (raw rewards, Eq. (1)).
+    """
+    rank, size = comm.Get_rank(), comm.Get_size()
+    pc, sigma, P = cfg.population, cfg.es.sigma, net.n_params
+    x, y = dataset.train_images, dataset.train_labels
+    batch = es.minibatch(cfg.run.seed, 0, len(y), cfg.data.batch_size)
+    g_true = -net.grad(theta, x[batch], y[batch])  # the reward's gradient (cheap: one backward pass)
+    lo, hi = comm_mod.split_range(pc.step, rank, size)
+    counts = np.array([b - a for a, b in (comm_mod.split_range(pc.step, r, size) for r in range(size))], np.int64)
+    mine, rewards = np.empty(hi - lo), np.empty(pc.step)
+    work, block_sum, total = np.empty_like(theta), np.empty_like(theta), np.zeros(P, np.float64)
+    member = np.arange(pc.step, dtype=np.int64) // 2
+    sign = np.where(np.arange(pc.step) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    log.info("population on %s (%d parameters), %d ranks: +%d offspring per step until rho >= %.3f "
+             "(theory: N = %.0f) or N = %d", net.name, P, size, pc.step, pc.target_rho,
+             2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring)
+    n_total, block, rho = 0, 0, 0.0
+    while n_total < pc.max_offspring and rho < pc.target_rho:
+        t0 = time.perf_counter()
+        offsets = noise.sample_offsets(es.stream(cfg.run.seed, block, es.NOISE_STREAM), pc.step // 2, P, cfg.noise.size)
+        pop = es.Population(offsets, member, sign, batch)
+        es.evaluate(net, theta, table.array, pop, sigma, x, y, lo, hi, mine, work)
+        comm_mod.allgatherv(comm, mine, rewards, counts)
+        _check_finite(rewards, block, cfg, "rewards")
+        weights = np.zeros(offsets.size)
+        np.add.at(weights, member, sign * rewards)
+        kernels.aggregate_dense(table.array, offsets, weights, block_sum)
+        total += block_sum
+        n_total += pc.step
+        block += 1
+        rho = analysis.pearson(total, g_true)
+        theory = float(analysis.expected_rho(n_total / 2, P))
+        for key, value in (("population_n", n_total), ("population_rho", rho), ("population_rho_theory", theory),
+                           ("seconds_total", time.perf_counter() - t0)):
+            history.setdefault(key, []).append(value)
+        if rank == 0 and not quiet and (block % cfg.run.log_every == 0 or rho >= pc.target_rho):
+            log.info("N = %d  rho %.2f%%  theory %.2f%%  %.0f offspring/s", n_total, 100 * rho, 100 * theory,
+                     pc.step / history["seconds_total"][-1])
+    history["population_reached"] = [int(rho >= pc.target_rho)]
+    if out and rank == 0:
+        io.save_results(out, cfg.to_dict(), {**meta, "completed_iterations": block}, history, theta)
+    comm.Barrier()
 
 
 def _measure(cfg, net, theta, x, y, t, batch, g_est, sign, g_true):

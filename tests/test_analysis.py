@@ -1,0 +1,94 @@
+"""The paper's instruments against theory: Eq. (3), the ES proxy, rho = sqrt(n / (n + P + 1))."""
+import numpy as np
+import pytest
+
+from hpc_es import analysis, comm, config, data, es, nets, noise, train
+
+
+def test_pearson_is_numpys_corrcoef():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(1000) + 3, rng.standard_normal(1000) * 2 - 1
+    b += 0.3 * a
+    assert np.isclose(analysis.pearson(a, b), np.corrcoef(a, b)[0, 1], rtol=1e-12)
+    assert analysis.pearson(a.astype(np.float32), a) > 1 - 1e-7
+
+
+def test_layer_slices_cover_theta(net):
+    covered = np.zeros(net.n_params, int)
+    for s in analysis.layer_slices(net).values():
+        covered[s] += 1
+    assert (covered == 1).all()
+
+
+def test_theory_reproduces_the_papers_numbers():
+    P = 3_274_634
+    assert round(100 * float(analysis.expected_rho(5000, P)), 1) == 3.9   # N = 10,000: paper 3.9%
+    assert 270_000 < 2 * analysis.pairs_for_rho(0.2, P) < 276_000          # paper: ~274,000
+    assert np.isclose(analysis.expected_rho(analysis.pairs_for_rho(0.37, 1000), 1000), 0.37)
+
+
+@pytest.mark.parametrize("rho", [0.04, 0.2])
+def test_proxy_reaches_its_target_correlation(rho):
+    """Realised correlation of g_true + m g_noise with g_true, over P = 3,274,634 heavy-tailed
+    'gradient' entries: the sampling error of a correlation is about (1 - rho^2) / sqrt(P) =
+    5.5e-4, so 5 of those bound the deviation for every one of 5 noise draws."""
+    P = 3_274_634
+    rng = np.random.default_rng(1)
+    g_true = (rng.laplace(size=P) * rng.exponential(size=P)).astype(np.float32) + 0.01
+    out = np.empty(P, np.float32)
+    for seed in range(5):
+        noise_vec = np.random.default_rng(100 + seed).standard_normal(P, dtype=np.float32)
+        realised = analysis.pearson(analysis.proxy_gradient(g_true, rho, noise_vec, out), g_true)
+        assert abs(realised - rho) < 5 * (1 - rho ** 2) / np.sqrt(P)
+
+
+def test_es_correlation_agrees_with_theory_on_the_small_net():
+    """At a fixed theta and mini-batch of the small net (P = 28,938), the correlation of g_ES
+    from n antithetic pairs (sigma 0.002) with the exact gradient matches sqrt(n/(n+P+1)).
+
+    For n << P, g_ES . g / |g|^2 is a mean of n squared standard normals, so rho has a relative
+    sampling error of about sqrt(2/n); the test allows 4 of those (n = 100: 57%, n = 1,600: 14%)."""
+    net = nets.small()
+    theta = net.init_theta(seed=3)
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(0, 256, (10, 28, 28), dtype=np.uint8), rng.integers(0, 10, 10)
+    g_true = -net.grad(theta, x, y)
+    table = noise.build_table(7, 2_000_000)
+    cfg = config.from_dict({"run": {"method": "es"}, "net": {"arch": "small"}, "noise": {"size": table.size},
+                            "es": {"n_offspring": 3200}}).es
+    pop = es.sample_population(cfg, 5, 0, net.n_params, table.size, 10, 10)
+    rewards = np.empty(3200)
+    es.evaluate(net, theta, table, pop, 0.002, x, y, 0, 3200, rewards, np.empty_like(theta))
+    for n in (100, 400, 1600):
+        sub = es.Population(pop.offsets[:n], pop.member[:2 * n], pop.sign[:2 * n], pop.batch)
+        g = es.gradient(table, sub, rewards[:2 * n], 0.002, np.empty_like(theta))
+        rho, theory = analysis.pearson(g, g_true), float(analysis.expected_rho(n, net.n_params))
+        assert abs(rho / theory - 1) < 4 * np.sqrt(2 / n), f"n = {n}: rho {rho:.4f} vs theory {theory:.4f}"
+
+
+@pytest.mark.mpi
+def test_population_curve_is_rank_independent_and_follows_theory(mnist_dir):
+    world = comm.world()
+    cfg = config.load("population_small_local", ["population.step=200", "population.max_offspring=1000",
+                                                  "noise.size=1000000"])
+    ds = data.load_mnist(mnist_dir)
+    _, hist = train.run(cfg, world, dataset=ds, quiet=True)
+    _, serial = train.run(cfg, comm.SerialComm(), dataset=ds, quiet=True)
+    comm.parallel_assert(world, hist["population_rho"] == serial["population_rho"], "rho(N) depends on ranks")
+    n = np.array(hist["population_n"]) // 2
+    rho, theory = np.array(hist["population_rho"]), np.array(hist["population_rho_theory"])
+    comm.parallel_assert(world, list(hist["population_n"]) == [200, 400, 600, 800, 1000] and
+                         (np.abs(rho / theory - 1) < 4 * np.sqrt(2 / n)).all(),
+                         f"rho(N) {rho} vs theory {theory}")
+
+
+def test_proxy_and_measurement_modes_run_and_log(mnist_dir):
+    ds = data.load_mnist(mnist_dir)
+    cfg = config.load("sgd_small_local", ["run.method=proxy", "proxy.rho=0.2", "run.iterations=3",
+                                          "measure.correlation=true", "measure.sgd_self_correlation=true"])
+    _, hist = train.run(cfg, comm.SerialComm(), dataset=ds, quiet=True)
+    assert all(abs(r - 0.2) < 5 / np.sqrt(28938) for r in hist["rho"])
+    assert set(hist) >= {"rho_conv1", "rho_conv2", "rho_fc1", "rho_sgd_self"}
+    assert all(0 < r < 1 for r in hist["rho_sgd_self"])
+    with pytest.raises(config.ConfigError, match=r"measure.correlation = true needs run.method = 'es' or 'proxy'"):
+        config.load("sgd_small_local", ["measure.correlation=true"])

@@ -1,0 +1,37 @@
+"""Multi-run experiments: Table 1 spread over ranks, statistics, the report."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from hpc_es import comm, config, data, experiments
+
+
+def test_summary_statistics_and_paired_wilcoxon():
+    acc = {("a", s): v for s, v in enumerate([0.90, 0.91, 0.92, 0.93, 0.94, 0.95])}
+    acc.update({("b", s): v - 0.01 * (s + 1) for s, v in enumerate([0.90, 0.91, 0.92, 0.93, 0.94, 0.95])})
+    summary = experiments.summarize(acc, ["a", "b"], 6)
+    assert np.isclose(summary["methods"]["a"]["mean"], 0.925)
+    assert np.isclose(summary["methods"]["a"]["std"], np.std([0.90, 0.91, 0.92, 0.93, 0.94, 0.95], ddof=1))
+    # b is below a in all 6 pairs: the exact two-sided signed-rank p-value is 2 / 2^6.
+    assert np.isclose(summary["wilcoxon_p"]["a vs b"], 2 / 64)
+    assert "| a | 92.50% |" in experiments.table1_markdown({**summary, "net": "small", "iterations": 1})
+
+
+@pytest.mark.mpi
+def test_table1_runs_every_task_once_across_ranks(mnist_dir, tmp_path):
+    world = comm.world()
+    out = world.bcast(str(tmp_path), root=0)
+    cfg = config.load("sgd_small_local", ["run.iterations=2", "run.eval_every=0"])
+    summary = experiments.table1(world, cfg, [0.2], 2, out, dataset=data.load_mnist(mnist_dir))
+    runs = sorted(os.listdir(out))
+    comm.parallel_assert(world, runs == ["proxy_0.2-seed0", "proxy_0.2-seed1", "sgd-seed0", "sgd-seed1",
+                                         "table1.json"], f"run directories {runs}")
+    with open(os.path.join(out, "table1.json")) as f:
+        saved = json.load(f)
+    comm.parallel_assert(world, saved["methods"] == summary["methods"] and len(summary["methods"]["sgd"]["runs"]) == 2,
+                         "table1.json differs from the returned summary")
+    report = experiments.report([os.path.join(out, "sgd-seed0", "results.h5")])
+    comm.parallel_assert(world, "| sgd-seed0 | small | sgd |" in report, report)
+    world.Barrier()
