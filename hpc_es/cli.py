@@ -94,10 +94,7 @@ def _setup_logging(verbose):
 def _train(args):
     import numpy as np
     from hpc_es import comm, config, train
-    overrides = list(args.overrides)
-    if args.data_dir:
-        overrides.append(f"data.dir={_toml_str(args.data_dir)}")
-    cfg = config.load(args.config, overrides)
+    cfg = _load_config(args)
     world = comm.world()
     comm.install_excepthook(world)
     out = args.out
@@ -122,10 +119,7 @@ def _train(args):
 
 def _table1(args):
     from hpc_es import comm, config, experiments
-    overrides = list(args.overrides)
-    if args.data_dir:
-        overrides.append(f"data.dir={_toml_str(args.data_dir)}")
-    cfg = config.load(args.config, overrides)
+    cfg = _load_config(args)
     try:
         rhos = [float(r) for r in args.rhos.split(",")]
     except ValueError:
@@ -168,6 +162,15 @@ def _presets(args):
     from hpc_es import config
     print("presets:", " ".join(config.presets()))
     print(config.describe())
+
+
+def _load_config(args):
+    """The config named on the command line with its --set overrides and --data-dir."""
+    from hpc_es import config
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.dir={_toml_str(args.data_dir)}")
+    return config.load(args.config, overrides)
 
 
 def _toml_str(text):
