@@ -64,7 +64,9 @@ def _parser():
     table1.set_defaults(func=_table1)
 
     report = sub.add_parser("report", help="markdown table of results files beside the paper's numbers")
-    report.add_argument("results", nargs="+", help="results.h5 files (or table1.json)")
+    report.add_argument("results", nargs="+", help="results.h5 files and table1.h5 summaries")
+    report.add_argument("--pair", nargs=2, action="append", default=[], metavar=("ES", "PROXY"),
+                        help="also compare two runs' validation curves (Fig. 2), repeatable")
     report.set_defaults(func=_report)
 
     data = sub.add_parser("data", help="MNIST files: fetch or verify")
@@ -134,15 +136,19 @@ def _table1(args):
 
 
 def _report(args):
-    import json
-    from hpc_es import experiments
-    tables = [p for p in args.results if p.endswith(".json")]
-    results = [p for p in args.results if not p.endswith(".json")]
-    if results:
-        print(experiments.report(results))
+    from hpc_es import experiments, io
+    runs, tables = [], []
+    for path in args.results:
+        (tables if path.endswith("table1.h5") else runs).append(path)
+    if runs:
+        print(experiments.report(runs))
     for path in tables:
-        with open(path) as f:
-            print("\n" + experiments.table1_markdown(json.load(f)))
+        print("\n" + experiments.table1_markdown(io.read_summary(path)[1]))
+    for a, b in args.pair:
+        c = experiments.paired_curves(a, b)
+        print(f"\nvalidation curves of {a} and {b} at {c['points']} common points: correlation "
+              f"{c['curve_correlation']:.4f}, of their changes {c['change_correlation']:.4f}, "
+              f"mean |difference| {100 * c['mean_abs_difference']:.2f} points")
 
 
 def _fetch(args):

@@ -6,7 +6,6 @@ paired Wilcoxon signed-rank tests between methods (runs with one seed share thei
 initialisation and mini-batches, so they pair naturally). Under MPI the runs are spread over
 the ranks, each run serial (`SerialComm`), and the accuracies gathered.
 """
-import json
 import logging
 import os
 
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def table1(comm, base_cfg, rhos, runs, out, dataset=None):
-    """Collective over ``comm``: run Table 1 and write ``out/table1.json``; returns the summary."""
+    """Collective over ``comm``: run Table 1 and write ``out/table1.h5``; returns the summary."""
     methods = ["sgd"] + [f"proxy_{rho:g}" for rho in rhos]
     tasks = [(m, seed) for seed in range(runs) for m in methods]
     mine = tasks[comm.Get_rank()::comm.Get_size()]
@@ -42,8 +41,8 @@ def table1(comm, base_cfg, rhos, runs, out, dataset=None):
     summary["iterations"] = base_cfg.run.iterations
     summary["net"] = base_cfg.net.arch
     if comm.Get_rank() == 0:
-        with open(os.path.join(out, "table1.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        io.save_summary(os.path.join(out, "table1.h5"), "table1", summary,
+                        {f"accuracy/{m}": row["runs"] for m, row in summary["methods"].items()})
     comm.Barrier()
     return summary
 
@@ -117,6 +116,19 @@ def report(paths):
     lines += ["", "Paper figures (Zhang, Clune & Stanley 2017):", ""]
     lines += [f"- {key}: {v:,} {unit} ({where}: {what})" for key, (v, unit, where, what) in PAPER.items()]
     return "\n".join(lines)
+
+
+def paired_curves(path_a, path_b):
+    """How alike two runs' validation curves are (Fig. 2: ES vs its proxy on one mini-batch
+    sequence): Pearson correlation of the accuracies at their common validation points, and
+    of their iteration-to-iteration changes (the fluctuations), plus the mean |difference|."""
+    ha, hb = io.read_results(path_a)["history"], io.read_results(path_b)["history"]
+    common, ia, ib = np.intersect1d(ha["eval_iteration"], hb["eval_iteration"], return_indices=True)
+    a, b = np.asarray(ha["val_accuracy"])[ia], np.asarray(hb["val_accuracy"])[ib]
+    from hpc_es.analysis import pearson
+    return {"points": int(common.size), "curve_correlation": pearson(a, b),
+            "change_correlation": pearson(np.diff(a), np.diff(b)) if common.size > 2 else float("nan"),
+            "mean_abs_difference": float(np.mean(np.abs(a - b)))}
 
 
 def _paper_ref(cfg):

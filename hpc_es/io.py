@@ -160,3 +160,22 @@ def load_theta(path, n_params):
     if theta.shape != (n_params,):
         raise RunDirError(f"{path}: theta has shape {theta.shape}, expected ({n_params},) for this net")
     return theta
+
+
+def save_summary(path, kind, summary, arrays):
+    """A multi-run summary (e.g. Table 1): ``summary`` as a JSON attribute, ``arrays`` as datasets."""
+    def fill(f):
+        f.attrs["kind"] = kind
+        f.attrs["summary"] = json.dumps(summary)
+        for key, value in arrays.items():
+            f.create_dataset(key, data=np.asarray(value))
+
+    _atomic_h5(path, fill)
+
+
+def read_summary(path):
+    """(kind, summary dict) of a file written by :func:`save_summary`."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f.attrs["kind"], json.loads(f.attrs["summary"])

@@ -1,11 +1,10 @@
 """Multi-run experiments: Table 1 spread over ranks, statistics, the report."""
-import json
 import os
 
 import numpy as np
 import pytest
 
-from hpc_es import comm, config, data, experiments
+from hpc_es import comm, config, data, experiments, io
 
 
 def test_summary_statistics_and_paired_wilcoxon():
@@ -27,11 +26,24 @@ def test_table1_runs_every_task_once_across_ranks(mnist_dir, tmp_path):
     summary = experiments.table1(world, cfg, [0.2], 2, out, dataset=data.load_mnist(mnist_dir))
     runs = sorted(os.listdir(out))
     comm.parallel_assert(world, runs == ["proxy_0.2-seed0", "proxy_0.2-seed1", "sgd-seed0", "sgd-seed1",
-                                         "table1.json"], f"run directories {runs}")
-    with open(os.path.join(out, "table1.json")) as f:
-        saved = json.load(f)
-    comm.parallel_assert(world, saved["methods"] == summary["methods"] and len(summary["methods"]["sgd"]["runs"]) == 2,
-                         "table1.json differs from the returned summary")
+                                         "table1.h5"], f"run directories {runs}")
+    kind, saved = io.read_summary(os.path.join(out, "table1.h5"))
+    comm.parallel_assert(world, kind == "table1" and saved["methods"] == summary["methods"] and
+                         len(summary["methods"]["sgd"]["runs"]) == 2, "table1.h5 differs from the summary")
+    pair = experiments.paired_curves(os.path.join(out, "sgd-seed0", "results.h5"),
+                                     os.path.join(out, "sgd-seed0", "results.h5"))
+    comm.parallel_assert(world, pair["points"] == 1 and pair["mean_abs_difference"] == 0.0, str(pair))
     report = experiments.report([os.path.join(out, "sgd-seed0", "results.h5")])
     comm.parallel_assert(world, "| sgd-seed0 | small | sgd |" in report, report)
     world.Barrier()
+
+
+def test_paired_curves_measure_likeness(tmp_path):
+    a = np.array([0.10, 0.50, 0.70, 0.80, 0.78, 0.85])
+    for name, acc in (("es", a), ("proxy", a + 0.01)):
+        os.makedirs(tmp_path / name)
+        io.save_results(str(tmp_path / name), {"run": {}}, {}, {"eval_iteration": [5, 10, 15, 20, 25, 30],
+                                                               "val_accuracy": acc}, np.zeros(3))
+    c = experiments.paired_curves(str(tmp_path / "es" / io.RESULTS), str(tmp_path / "proxy" / io.RESULTS))
+    assert c["points"] == 6 and np.isclose(c["curve_correlation"], 1.0) and np.isclose(c["change_correlation"], 1.0)
+    assert np.isclose(c["mean_abs_difference"], 0.01)
