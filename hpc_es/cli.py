@@ -21,8 +21,13 @@ def main(argv=None):
     from hpc_es.config import ConfigError
     from hpc_es.data import DataError
     from hpc_es.io import RunDirError
+    from hpc_es.train import Preempted, PREEMPTED_EXIT_CODE
     try:
         return args.func(args) or 0
+    except Preempted as err:
+        if _rank() == 0:
+            logging.getLogger("hpc_es").warning("%s", err)
+        return PREEMPTED_EXIT_CODE
     except (ConfigError, DataError, RunDirError, FloatingPointError) as err:
         # Every rank reaches the same verdict from the same input; rank 0 says it once.
         log = logging.getLogger("hpc_es")

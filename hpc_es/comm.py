@@ -78,6 +78,14 @@ def sum_int(comm, value):
     return int(comm.allreduce(int(value)))
 
 
+def max_int(comm, value):
+    """Collective over ``comm``: the maximum of an integer over all ranks."""
+    if isinstance(comm, SerialComm) or comm.Get_size() == 1:
+        return int(value)
+    from mpi4py import MPI
+    return int(comm.allreduce(int(value), op=MPI.MAX))
+
+
 def install_excepthook(comm):
     """On an uncaught exception: log rank + traceback, then ``Abort`` so no rank hangs.
 

@@ -8,9 +8,11 @@ One iteration t (see docs/ARCHITECTURE.md):
 Validation splits the 10,000 test images over the ranks and sums the correct counts. Rank 0
 alone writes results and checkpoints (``hpc_es.io``) and prints progress.
 """
+import contextlib
 import logging
 import os
 import platform
+import signal
 import socket
 import time
 
@@ -20,6 +22,19 @@ from hpc_es import __version__, analysis, comm as comm_mod, config, es, io, kern
 from hpc_es import data as data_mod
 
 log = logging.getLogger(__name__)
+
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # what Slurm and most schedulers send first
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; the job scripts resume on it
+
+
+class Preempted(Exception):
+    """A preemption signal arrived; every rank stopped after writing a checkpoint."""
+
+    def __init__(self, signum, iteration, out):
+        super().__init__(f"received {signal.Signals(signum).name}: checkpoint written after iteration "
+                         f"{iteration} in {out}; continue with --resume --out {out}")
+        self.signum, self.iteration = signum, iteration
+
 
 PHASES = ("seconds_evaluate", "seconds_communicate", "seconds_aggregate", "seconds_update",
           "seconds_measure", "seconds_validate", "seconds_total")
@@ -68,14 +83,15 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
         if cfg.run.method == "population":
             _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta)
         else:
-            _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta)
+            with _signal_flag(enabled=bool(out)) as flag:
+                _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta, flag)
     finally:
         if table is not None:
             table.free()
     return theta, history
 
 
-def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta):
+def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta, flag):
     rank, size = comm.Get_rank(), comm.Get_size()
     x, y = dataset.train_images, dataset.train_labels
     n_iter, batch_size, method = cfg.run.iterations, cfg.data.batch_size, cfg.run.method
@@ -143,11 +159,37 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
             _progress(cfg, history, done, n_iter, time.perf_counter() - window_start, window_iters,
                       time.perf_counter() - wall_start, done - start)
             window_start, window_iters = time.perf_counter(), 0
-        if out and ((cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == n_iter):
+        # A signal may reach the ranks at different iterations; they agree on it here, together.
+        stop = comm_mod.max_int(comm, flag["signum"]) if out else 0
+        due = (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == n_iter
+        if out and (due or stop):
             if rank == 0:
                 io.save_checkpoint(out, done, theta, opt.state(), cfg.to_dict(), history)
                 io.save_results(out, cfg.to_dict(), {**meta, "completed_iterations": done}, history, theta)
             comm.Barrier()  # nobody runs ahead of a checkpoint that may be needed to resume
+        if stop:
+            raise Preempted(stop, done, out)
+
+
+@contextlib.contextmanager
+def _signal_flag(enabled):
+    """While active, SIGTERM/SIGUSR1 only set ``flag["signum"]``; the loop then checkpoints and stops."""
+    flag = {"signum": 0}
+    previous = {}
+    if enabled:
+        def handler(signum, frame):
+            flag["signum"] = signum
+
+        try:
+            for sig in PREEMPT_SIGNALS:
+                previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: leave the signals alone
+            previous = {}
+    try:
+        yield flag
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta):

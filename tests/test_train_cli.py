@@ -68,3 +68,41 @@ def test_cli_under_mpiexec_trains_es_and_rejects_bad_input_on_every_rank(mnist_d
     assert "Traceback" not in proc.stdout + proc.stderr
     proc = _mpiexec_cli("train", "es_small_local", "--set", "es.n_offspring=11")
     assert proc.returncode == 2 and proc.stdout.count("es.n_offspring = 11: must be even") == 1
+
+
+def test_preemption_signal_checkpoints_and_resume_is_exact(mnist_dir, tmp_path):
+    """SIGUSR1 to mpiexec (what Slurm sends before preemption): both ranks stop after the same
+    iteration with a checkpoint and exit code 75; --resume then ends on the theta of an
+    uninterrupted run, bit for bit."""
+    import signal
+    import time
+
+    from hpc_es import io
+    from tests.test_comm import _mpiexec
+    common = ["--set", "es.n_offspring=40", "--set", "noise.size=100000", "--set", "run.log_every=1",
+              "--set", "run.checkpoint_every=1000", "--data-dir", mnist_dir]
+    out = str(tmp_path / "pre")
+    proc = subprocess.Popen([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train",
+                             "es_small_local", "--set", "run.iterations=100000", "--out", out, *common],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    for line in proc.stdout:  # wait until training is under way
+        if "iter 3/" in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGUSR1)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 75, rest
+    assert "received SIGUSR1: checkpoint written after iteration" in rest
+    stopped = io.load_checkpoint(out)["iteration"]
+    assert stopped >= 3
+    target = stopped + 2
+    resumed = _mpiexec_cli("train", "es_small_local", "--set", f"run.iterations={target}", "--out", out,
+                           "--resume", *common)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    straight = _mpiexec_cli("train", "es_small_local", "--set", f"run.iterations={target}",
+                            "--out", str(tmp_path / "straight"), *common)
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    a = io.read_results(os.path.join(out, io.RESULTS))
+    b = io.read_results(str(tmp_path / "straight" / io.RESULTS))
+    assert a["completed_iterations"] == b["completed_iterations"] == target
+    assert np.array_equal(a["theta"], b["theta"])
