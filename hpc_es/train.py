@@ -55,7 +55,6 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
     trajectory; ``force`` overwrites another run's files there.
     """
     comm = comm if comm is not None else comm_mod.world()
-    rank, size = comm.Get_rank(), comm.Get_size()
     cfg_dict = cfg.to_dict()
 
     # -- everything that can be wrong with the input is decided before the first real work --
@@ -96,7 +95,7 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
     x, y = dataset.train_images, dataset.train_labels
     n_iter, batch_size, method = cfg.run.iterations, cfg.data.batch_size, cfg.run.method
     grad = np.empty_like(theta)
-    g_true = np.empty_like(theta)
+    g_true = np.empty_like(theta) if method == "proxy" else None
     weight_slices = net.weight_slices()
     if method == "es":
         n = cfg.es.n_offspring
@@ -136,7 +135,7 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
         if rank == 0 and (cfg.measure.correlation or cfg.measure.sgd_self_correlation):
             # ES's g is an ascent direction of the reward; the proxy's a descent one of the loss.
             ref = -1.0 if method == "es" else 1.0
-            rec.update(_measure(cfg, net, theta, x, y, t, batch, grad, ref, g_true if method == "proxy" else None))
+            rec.update(_measure(cfg, net, theta, x, y, t, batch, grad, ref, g_true))
         t4 = time.perf_counter()
         if method == "es":
             np.negative(grad, out=grad)  # the optimizers descend the loss = -reward
