@@ -48,7 +48,10 @@ def expected_rho(n_pairs, n_params):
 
 
 def pairs_for_rho(rho, n_params):
-    """Antithetic pairs n at which :func:`expected_rho` reaches ``rho``: n = rho^2 (P + 1) / (1 - rho^2)."""
+    """Antithetic pairs n at which :func:`expected_rho` reaches ``rho``: n = rho^2 (P + 1) / (1 - rho^2)
+    (infinite for rho >= 1, which only the limit reaches)."""
+    if rho >= 1.0:
+        return float("inf")
     return rho ** 2 * (n_params + 1.0) / (1.0 - rho ** 2)
 
 

@@ -25,6 +25,7 @@ def test_theory_reproduces_the_papers_numbers():
     assert round(100 * float(analysis.expected_rho(5000, P)), 1) == 3.9   # N = 10,000: paper 3.9%
     assert 270_000 < 2 * analysis.pairs_for_rho(0.2, P) < 276_000          # paper: ~274,000
     assert np.isclose(analysis.expected_rho(analysis.pairs_for_rho(0.37, 1000), 1000), 0.37)
+    assert analysis.pairs_for_rho(1.0, 1000) == float("inf")
 
 
 @pytest.mark.parametrize("rho", [0.04, 0.2])
