@@ -167,15 +167,23 @@ def shared_noise_table(comm, seed, size):
 
 
 def allgatherv(comm, mine, out, counts):
-    """Collective over ``comm``: every rank's ``mine`` (float64) concatenated in rank order into ``out``.
+    """Collective over ``comm``: every rank's ``mine`` concatenated in rank order into ``out``.
 
-    ``counts[r]`` is rank r's length; ``out`` has ``counts.sum()`` elements.
+    ``counts[r]`` is rank r's length; ``out`` has ``counts.sum()`` elements of ``mine``'s
+    dtype (float64 rewards, or float32 slices of a gradient). ``mine`` may be a view of
+    ``out`` at this rank's place (in-place gather).
     """
     if isinstance(comm, SerialComm) or comm.Get_size() == 1:
-        out[:] = mine
+        if mine.ctypes.data != out.ctypes.data:
+            out[:] = mine
         return out
     from mpi4py import MPI
     displs = np.zeros_like(counts)
     np.cumsum(counts[:-1], out=displs[1:])
-    comm.Allgatherv([mine, MPI.DOUBLE], [out, (counts, displs), MPI.DOUBLE])
+    mpi_type = {np.dtype(np.float64): MPI.DOUBLE, np.dtype(np.float32): MPI.FLOAT}[out.dtype]
+    lo = int(displs[comm.Get_rank()])
+    if mine.ctypes.data == out[lo:].ctypes.data:
+        comm.Allgatherv(MPI.IN_PLACE, [out, (counts, displs), mpi_type])
+    else:
+        comm.Allgatherv([mine, mpi_type], [out, (counts, displs), mpi_type])
     return out

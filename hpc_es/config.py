@@ -57,6 +57,9 @@ class ESConfig:
                         choices=("raw", "centered_ranks"))
     mode: str = _opt("minibatch", "one shared mini-batch per iteration, or a random subset per perturbation "
                      "(no-mini-batch ES, Sec. 4.2)", choices=("minibatch", "nominibatch"))
+    aggregation: str = _opt("sharded", "every rank computes g_ES for its slice of theta, then Allgatherv (P floats), "
+                            "or every rank computes all of g_ES (only rewards travel); same bits either way",
+                            choices=("sharded", "replicated"))
 
 
 @dataclass(frozen=True)

@@ -120,14 +120,25 @@ def fitness(rewards, method):
     return ranks / max(rewards.size - 1, 1) - 0.5
 
 
-def perturbation_weights(f, pop, sigma):
-    """w_k = 1/(N sigma) * sum of sign_i f_i over the offspring i using perturbation k."""
+def perturbation_sums(f, pop):
+    """sum of sign_i f_i over the offspring i using perturbation k, for every k (K,)."""
     w = np.zeros(pop.offsets.size, np.float64)
     np.add.at(w, pop.member, pop.sign * f)
-    return w / (pop.size * sigma)
+    return w
 
 
-def gradient(table, pop, f, sigma, out):
-    """g_ES of Eq. (1) (an ascent direction for the reward) into ``out`` (P,) float32."""
-    kernels.aggregate_dense(table, pop.offsets, perturbation_weights(f, pop, sigma), out)
+def perturbation_weights(f, pop, sigma):
+    """w_k = 1/(N sigma) * sum of sign_i f_i over the offspring i using perturbation k."""
+    return perturbation_sums(f, pop) / (pop.size * sigma)
+
+
+def gradient(table, pop, f, sigma, out, lo=0, hi=None):
+    """g_ES of Eq. (1) (an ascent direction for the reward) into ``out`` (P,) float32.
+
+    With ``lo``/``hi`` only ``out[lo:hi]`` is computed (sharded aggregation: each rank one
+    contiguous slice, see :func:`hpc_es.comm.allgatherv`); every element is the same sum in
+    the same order whatever the slice, so sharding does not change a single bit.
+    """
+    hi = out.size if hi is None else hi
+    kernels.aggregate_dense(table[lo:], pop.offsets, perturbation_weights(f, pop, sigma), out[lo:hi])
     return out

@@ -104,6 +104,10 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
         counts = np.array([b - a for a, b in shares], np.int64)
         mine, rewards = np.empty(hi - lo, np.float64), np.empty(n, np.float64)
         work = np.empty_like(theta)
+        sharded = cfg.es.aggregation == "sharded" and size > 1
+        slices = [comm_mod.split_range(net.n_params, r, size) for r in range(size)]
+        g_lo, g_hi = slices[rank] if sharded else (0, net.n_params)
+        g_counts = np.array([b - a for a, b in slices], np.int64)
     log.info("%s on %s (%d parameters), %d ranks: iterations %d..%d%s", method, net.name,
              net.n_params, size, start + 1, n_iter,
              f", N = {cfg.es.n_offspring}, sigma = {cfg.es.sigma}, {cfg.es.mode}" if method == "es" else
@@ -111,6 +115,7 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
     wall_start, window_start, window_iters = time.perf_counter(), time.perf_counter(), 0
     for t in range(start, n_iter):
         rec = {"iteration": t + 1, "reward_std": 0.0}
+        gather_seconds = 0.0  # of the sharded gradient: communication, not aggregation
         t0 = time.perf_counter()
         if method == "es":
             pop = es.sample_population(cfg.es, cfg.run.seed, t, net.n_params, cfg.noise.size, len(y), batch_size)
@@ -119,7 +124,11 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
             comm_mod.allgatherv(comm, mine, rewards, counts)
             t2 = time.perf_counter()
             _check_finite(rewards, t, cfg, "rewards")
-            es.gradient(table.array, pop, es.fitness(rewards, cfg.es.fitness), cfg.es.sigma, grad)
+            es.gradient(table.array, pop, es.fitness(rewards, cfg.es.fitness), cfg.es.sigma, grad, g_lo, g_hi)
+            if sharded:  # assemble g from every rank's slice (P floats, in place)
+                t_gather = time.perf_counter()
+                comm_mod.allgatherv(comm, grad[g_lo:g_hi], grad, g_counts)
+                gather_seconds = time.perf_counter() - t_gather
             rec["loss"], rec["reward_std"] = -float(rewards.mean()), float(rewards.std())
             batch = pop.batch
         else:  # sgd, proxy: the exact (descent) gradient of the mini-batch of stream DATA_STREAM
@@ -150,7 +159,8 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
             history["eval_iteration"].append(done)
             history["val_accuracy"].append(acc)
         t6 = time.perf_counter()
-        rec.update(zip(PHASES, (t1 - t0, t2 - t1, t3 - t2, t5 - t4, t4 - t3, t6 - t5, t6 - t0)))
+        rec.update(zip(PHASES, (t1 - t0, t2 - t1 + gather_seconds, t3 - t2 - gather_seconds, t5 - t4,
+                                t4 - t3, t6 - t5, t6 - t0)))
         for key, value in rec.items():
             history.setdefault(key, []).append(value)
         window_iters += 1
@@ -222,9 +232,7 @@ def _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta
         es.evaluate(net, theta, table.array, pop, sigma, x, y, lo, hi, mine, work)
         comm_mod.allgatherv(comm, mine, rewards, counts)
         _check_finite(rewards, block, cfg, "rewards")
-        weights = np.zeros(offsets.size)
-        np.add.at(weights, member, sign * rewards)
-        kernels.aggregate_dense(table.array, offsets, weights, block_sum)
+        kernels.aggregate_dense(table.array, offsets, es.perturbation_sums(rewards, pop), block_sum)
         total += block_sum
         n_total += pc.step
         block += 1

@@ -124,3 +124,16 @@ def test_random_streams_are_distinct():
                 draws[(seed, t, which)] = tuple(es.stream(seed, t, which).integers(0, 2**62, 4))
     draws["plain seed 0"] = tuple(np.random.default_rng(0).integers(0, 2**62, 4))
     assert len(set(draws.values())) == len(draws)
+
+
+def test_sharded_gradient_slices_equal_the_whole_bit_for_bit():
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal(40_000).astype(np.float32)
+    cfg = _es_cfg(n_offspring=30)
+    pop = es.sample_population(cfg, 0, 0, 7000, table.size, 100, 5)
+    f = rng.standard_normal(30)
+    whole = es.gradient(table, pop, f, 0.01, np.empty(7000, np.float32))
+    parts = np.full(7000, np.nan, np.float32)
+    for lo, hi in [(0, 2500), (2500, 2501), (2501, 7000)]:
+        es.gradient(table, pop, f, 0.01, parts, lo, hi)
+    assert np.array_equal(whole, parts)

@@ -40,8 +40,9 @@ def _cfg(*extra):
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("extra", [[], ["es.mode=nominibatch", "es.fitness=centered_ranks", "optim.l2=0.0002"],
-                                   ["run.method=sgd"]], ids=["es", "es-nominibatch-ranks-l2", "sgd"])
+@pytest.mark.parametrize("extra", [[], ["es.aggregation=replicated"],
+                                   ["es.mode=nominibatch", "es.fitness=centered_ranks", "optim.l2=0.0002"],
+                                   ["run.method=sgd"]], ids=["es", "es-replicated", "es-nominibatch-ranks-l2", "sgd"])
 def test_all_ranks_and_a_serial_run_reach_the_same_theta(world, mnist, extra):
     cfg = _cfg(*extra)
     theta_mpi, hist = train.run(cfg, world, dataset=mnist, quiet=True)
