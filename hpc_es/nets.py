@@ -57,6 +57,7 @@ class Net:
         self.n_params = offset
         self._offsets = [p.offset for p in layout]
         self._buffers = {}
+        self.forward_chunk = _forward_chunk(self.layers)
 
     # ---- parameters -------------------------------------------------------------------
     def init_theta(self, seed=0, scheme="tf", dtype=np.float32):
@@ -118,11 +119,23 @@ class Net:
         return self._forward(theta, x, scale, backward=False)
 
     def loss(self, theta, x, y, l2=0.0):
-        """Mean softmax cross-entropy on (x, y) + ``l2``/2 * sum of squared weights (float)."""
-        logits = self.logits(theta, x)
-        y = self._check_labels(y, x.shape[0])
-        empty = np.empty((0, N_CLASSES), logits.dtype)
-        return kernels.softmax_xent(logits, y, empty) + self._l2_loss(theta, l2)
+        """Mean softmax cross-entropy on (x, y) + ``l2``/2 * sum of squared weights (float).
+
+        Evaluated in near-equal chunks of at most :attr:`forward_chunk` images when the net
+        has one (see :func:`_forward_chunk`): the ES hot path.
+        """
+        self._check_theta(theta)
+        xs, scale = self._prepare(x)
+        y = self._check_labels(y, xs.shape[0])
+        batch = xs.shape[0]
+        n_chunks = -(-batch // self.forward_chunk) if self.forward_chunk else 1
+        total = 0.0
+        for i in range(n_chunks):
+            lo, hi = i * batch // n_chunks, (i + 1) * batch // n_chunks
+            logits = self._forward(theta, xs[lo:hi], scale, backward=False)
+            empty = np.empty((0, N_CLASSES), logits.dtype)
+            total += kernels.softmax_xent(logits, y[lo:hi], empty) * (hi - lo)
+        return total / batch + self._l2_loss(theta, l2)
 
     def loss_and_grad(self, theta, x, y, l2=0.0, out=None):
         """(loss, exact gradient (n_params,) like theta); ``out`` receives the gradient if given."""
@@ -158,6 +171,7 @@ class Net:
         if chunk < 1:
             raise ValueError(f"chunk={chunk}: expected a positive integer")
         correct = 0
+        chunk = min(chunk, self.forward_chunk or chunk)
         for start in range(0, x.shape[0], chunk):
             logits = self.logits(theta, x[start:start + chunk])
             correct += kernels.count_correct(logits, y[start:start + chunk])
@@ -180,7 +194,7 @@ class Net:
         key = (batch, np.dtype(dtype).str, backward)
         bufs = self._buffers.get(key)
         if bufs is None:
-            if len(self._buffers) >= 4:  # e.g. train batch, eval chunk, a remainder chunk
+            if len(self._buffers) >= 6:  # e.g. train batch, eval chunk, forward chunks, remainders
                 self._buffers.pop(next(iter(self._buffers)))
             bufs = [layer.buffers(batch, dtype, backward) for layer in self.layers]
             if backward:
@@ -223,6 +237,25 @@ class Net:
         if not l2:
             return 0.0
         return 0.5 * l2 * sum(float(np.dot(theta[s], theta[s])) for s in self.weight_slices())
+
+
+# Forward-only passes of nets whose dense weights are small run in chunks whose largest im2col
+# buffer stays within CHUNK_NBYTES, so the working set stays in cache: on the small net a
+# 50-image loss took 4.5 ms whole and 3.5 ms in 10-image chunks (5.2 vs 3.7 ms with a second
+# process running beside it), while tf_tutorial, whose 12.8 MB fc1 weight would be re-read
+# per chunk, gained nothing (16.7 vs 16.2 ms at 25, worse below).
+CHUNK_NBYTES = 3 << 20
+SMALL_DENSE_NBYTES = 1 << 20
+
+
+def _forward_chunk(layers):
+    """Images per forward-only chunk, or None to evaluate a batch whole (see CHUNK_NBYTES)."""
+    dense_nbytes = sum(4 * layer.n_in * layer.n_out for layer in layers if isinstance(layer, Dense))
+    if dense_nbytes > SMALL_DENSE_NBYTES:
+        return None
+    cols_nbytes = max(4 * layer.height * layer.width * layer.k ** 2 * layer.c_in
+                      for layer in layers if isinstance(layer, ConvPoolReLU))
+    return max(1, CHUNK_NBYTES // cols_nbytes)
 
 
 def _truncated_normal(rng, size, std):

@@ -144,3 +144,16 @@ def test_bad_inputs_name_the_problem(net):
         net.loss(theta, x, np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="net 'resnet'"):
         nets.build("resnet")
+
+
+def test_chunked_forward_equals_whole_batch():
+    net = nets.small()
+    assert net.forward_chunk == 10 and nets.tf_tutorial().forward_chunk is None
+    rng = np.random.default_rng(11)
+    x, y = rng.integers(0, 256, (53, 28, 28), dtype=np.uint8), rng.integers(0, 10, 53)
+    theta = net.init_theta(seed=11)
+    chunked = net.loss(theta, x, y)
+    whole = nets.small()
+    whole.forward_chunk = None
+    assert np.isclose(chunked, whole.loss(theta, x, y), rtol=1e-6)
+    assert np.isclose(chunked, naive.loss(net, theta, x, y), rtol=1e-5)
