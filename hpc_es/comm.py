@@ -47,12 +47,6 @@ class SerialComm:
     def allreduce(self, obj, op=None):
         return obj
 
-    def Allgather(self, sendbuf, recvbuf):
-        np.copyto(np.asarray(recvbuf).reshape(np.shape(sendbuf)), sendbuf)
-
-    def Allreduce(self, sendbuf, recvbuf, op=None):
-        np.copyto(recvbuf, sendbuf)
-
 
 def split_range(n, rank, size):
     """[start, stop) of rank's share of n items in contiguous, near-equal blocks."""

@@ -60,8 +60,25 @@ def test_accuracy_split_over_ranks_equals_serial(world, mnist_dir):
 def test_serial_stand_in_gathers_like_mpi():
     s = comm.SerialComm()
     recv = np.empty(3)
-    s.Allgather(np.arange(3.0), recv)
+    comm.allgatherv(s, np.arange(3.0), recv, np.array([3]))
     assert list(recv) == [0, 1, 2] and s.allgather(5) == [5] and s.Get_size() == 1
+    assert comm.sum_int(s, 4) == 4 and comm.max_int(s, 7) == 7
+
+
+@pytest.mark.mpi
+def test_allgatherv_in_place_and_from_a_separate_buffer():
+    world = comm.world()
+    rank, size = world.Get_rank(), world.Get_size()
+    counts = np.array([3 + r for r in range(size)], np.int64)
+    lo = int(counts[:rank].sum())
+    expect = np.concatenate([np.full(c, r, np.float32) for r, c in enumerate(counts)])
+    out = np.full(counts.sum(), -1, np.float32)
+    out[lo:lo + counts[rank]] = rank
+    comm.allgatherv(world, out[lo:lo + counts[rank]], out, counts)   # in place
+    separate = np.empty(counts.sum())
+    comm.allgatherv(world, np.full(counts[rank], float(rank)), separate, counts)
+    comm.parallel_assert(world, np.array_equal(out, expect) and np.array_equal(separate, expect),
+                         "allgatherv assembled the wrong array")
 
 
 def _mpiexec():
