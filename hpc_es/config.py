@@ -110,7 +110,7 @@ class RunConfig:
 # Keys that do not change the trajectory of theta: a resume may change them.
 RESUMABLE_KEYS = ("run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
                   "run.log_every", "data.dir", "data.verify", "measure.correlation",
-                  "measure.sgd_self_correlation")
+                  "measure.sgd_self_correlation", "es.aggregation")
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,10 @@ def test_bad_sources(tmp_path):
     bad.write_text("run = 3")
     with pytest.raises(config.ConfigError, match=r"\[run\] must be a table"):
         config.load(str(bad))
+
+
+def test_trajectory_diff_ignores_keys_that_keep_theta_bit_identical():
+    old = config.load("es_small_local").to_dict()
+    new = config.load("es_small_local", ["run.iterations=999", "es.aggregation=replicated",
+                                         "measure.sgd_self_correlation=true", "es.sigma=0.01"]).to_dict()
+    assert config.trajectory_diff(old, new) == ["es.sigma: 0.002 -> 0.01"]
