@@ -99,7 +99,6 @@ def _setup_logging(verbose):
 
 
 def _train(args):
-    import numpy as np
     from hpc_es import comm, config, train
     cfg = _load_config(args)
     world = comm.world()
