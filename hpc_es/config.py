@@ -57,6 +57,16 @@ class ESConfig:
                         choices=("raw", "centered_ranks"))
     mode: str = _opt("minibatch", "one shared mini-batch per iteration, or a random subset per perturbation "
                      "(no-mini-batch ES, Sec. 4.2)", choices=("minibatch", "nominibatch"))
+    perturbation: str = _opt("full", "each pseudo-offspring perturbs all of theta, or one randomly chosen bucket "
+                             "of at most es.bucket_size parameters (limited perturbation, Sec. 4.1)",
+                             choices=("full", "limited"))
+    bucket_size: int = _opt(5000, "largest bucket of limited perturbation (paper: 5,000); buckets never "
+                            "cross a tensor", lo=1, hi=10**9)
+    bucket_choice: str = _opt("uniform", "limited perturbation: draw buckets uniformly (paper) or in "
+                              "proportion to their size; the estimator weights by 1/p either way",
+                              choices=("uniform", "size"))
+    delta: bool = _opt(True, "limited perturbation: evaluate offspring from cached activations of theta "
+                       "(only the layers from the bucket's up)")
     aggregation: str = _opt("sharded", "every rank computes g_ES for its slice of theta, then Allgatherv (P floats), "
                             "or every rank computes all of g_ES (only rewards travel); same bits either way",
                             choices=("sharded", "replicated"))
@@ -183,8 +193,14 @@ def _check_combination(cfg, origin):
         if cfg.es.fitness != "raw":
             raise ConfigError(f"{origin}: run.method = 'population' re-uses earlier offspring, so es.fitness "
                               f"must be 'raw' (got {cfg.es.fitness!r})")
+    if method == "population" and cfg.es.perturbation != "full":
+        raise ConfigError(f"{origin}: run.method = 'population' measures full perturbations; "
+                          f"es.perturbation must be 'full' (got {cfg.es.perturbation!r})")
     if method not in ("es", "population"):
         return
+    if cfg.es.perturbation == "limited" and cfg.noise.size < cfg.es.bucket_size:
+        raise ConfigError(f"{origin}: noise.size = {cfg.noise.size}: shorter than one bucket "
+                          f"(es.bucket_size = {cfg.es.bucket_size})")
     if cfg.es.antithetic and cfg.es.n_offspring % 2:
         raise ConfigError(f"{origin}: es.n_offspring = {cfg.es.n_offspring}: must be even with "
                           f"es.antithetic = true (N counts both members of each pair)")

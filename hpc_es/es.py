@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpc_es import kernels, noise
+from hpc_es import kernels, limited, noise
 
 DATA_STREAM, NOISE_STREAM = 1, 2  # noise.TABLE_STREAM is 3
 PROXY_STREAM, SELF_STREAM = 4, 5  # g_noise of the ES proxy; the two mini-batches of SGD self-correlation
@@ -62,12 +62,23 @@ class Population:
     member  (N,) int64   perturbation used by offspring i
     sign    (N,) float32 +1 or -1: offspring i is theta + sign_i * sigma * eps_{member_i}
     batch   (B,) shared mini-batch indices, or (K, B) one subset per perturbation
+    limited perturbation (:mod:`hpc_es.limited`) only, else None:
+    start   (K,) int64   first parameter of perturbation k's bucket
+    length  (K,) int64   its size: the perturbation is theta[start:start+length] += s sigma T[o:o+length]
+    inv_p   (K,) float64 1 / the probability of drawing that bucket (the estimator's weight)
     """
 
     offsets: np.ndarray
     member: np.ndarray
     sign: np.ndarray
     batch: np.ndarray
+    start: np.ndarray = None
+    length: np.ndarray = None
+    inv_p: np.ndarray = None
+
+    @property
+    def limited(self):
+        return self.start is not None
 
     @property
     def size(self):
@@ -77,11 +88,19 @@ class Population:
         return self.batch if self.batch.ndim == 1 else self.batch[self.member[i]]
 
 
-def sample_population(es_cfg, seed, t, n_params, table_size, n_train, batch_size):
-    """Draw iteration t's population (identical on every rank)."""
+def sample_population(es_cfg, seed, t, n_params, table_size, n_train, batch_size, buckets=None):
+    """Draw iteration t's population (identical on every rank). ``buckets`` (a
+    :class:`hpc_es.limited.Buckets`) is required when ``es_cfg.perturbation == "limited"``."""
     n = es_cfg.n_offspring
     k = n // 2 if es_cfg.antithetic else n
-    offsets = noise.sample_offsets(stream(seed, t, NOISE_STREAM), k, n_params, table_size)
+    rng = stream(seed, t, NOISE_STREAM)
+    bucket_fields = {}
+    if es_cfg.perturbation == "limited":
+        ids, offsets = limited.sample(rng, buckets, k, table_size, es_cfg.bucket_choice)
+        inv_p = 1.0 / buckets.probabilities(es_cfg.bucket_choice)
+        bucket_fields = dict(start=buckets.start[ids], length=buckets.size[ids], inv_p=inv_p[ids])
+    else:
+        offsets = noise.sample_offsets(rng, k, n_params, table_size)
     if es_cfg.antithetic:
         member = np.arange(n, dtype=np.int64) // 2
         sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0).astype(np.float32)
@@ -92,14 +111,20 @@ def sample_population(es_cfg, seed, t, n_params, table_size, n_train, batch_size
         batch = minibatch(seed, t, n_train, batch_size)
     else:  # antithetic partners share their subset, so their difference isolates eps
         batch = subsets(seed, t, k, n_train, batch_size)
-    return Population(offsets, member, sign, batch)
+    return Population(offsets, member, sign, batch, **bucket_fields)
 
 
-def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work):
+def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta=None):
     """Rewards -loss(theta + sign_i sigma eps_i) of offspring lo..hi-1 into ``rewards`` (hi-lo,).
 
     ``work`` (P,) is scratch for the perturbed parameters; eps is read from the table in place.
+    Limited perturbation: with a :class:`hpc_es.limited.DeltaEvaluator` as ``delta``, offspring
+    are evaluated incrementally from theta's cached activations (once per shared mini-batch,
+    or once per antithetic pair's subset in no-mini-batch mode); without, ``work`` holds theta
+    and only the bucket is perturbed and restored per offspring.
     """
+    if pop.limited:
+        return _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta)
     shared_batch = pop.batch.ndim == 1
     if shared_batch:
         xb, yb = x[pop.batch], y[pop.batch]
@@ -109,6 +134,28 @@ def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work):
             b = pop.batch_of(i)
             xb, yb = x[b], y[b]
         rewards[i - lo] = -net.loss(work, xb, yb)
+
+
+def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta):
+    shared_batch = pop.batch.ndim == 1
+    if delta is None:
+        work[:] = theta
+    based_on = None  # the perturbation whose subset the cached activations are for
+    for i in range(lo, hi):
+        m = pop.member[i]
+        start, length, offset = pop.start[m], pop.length[m], pop.offsets[m]
+        scale = pop.sign[i] * sigma
+        b = pop.batch if shared_batch else pop.batch[m]
+        if delta is not None:
+            if based_on is None or (not shared_batch and based_on != m):
+                delta.set_base(theta, x[b], y[b])
+                based_on = m
+            rewards[i - lo] = -delta.loss(start, length, table, offset, scale)
+        else:
+            seg = work[start:start + length]
+            seg += scale * table[offset:offset + length]
+            rewards[i - lo] = -net.loss(work, x[b], y[b])
+            seg[:] = theta[start:start + length]
 
 
 def fitness(rewards, method):
@@ -128,8 +175,10 @@ def perturbation_sums(f, pop):
 
 
 def perturbation_weights(f, pop, sigma):
-    """w_k = 1/(N sigma) * sum of sign_i f_i over the offspring i using perturbation k."""
-    return perturbation_sums(f, pop) / (pop.size * sigma)
+    """w_k = 1/(N sigma) * sum of sign_i f_i over the offspring i using perturbation k (times
+    1/p of its bucket under limited perturbation: the unbiased estimator of hpc_es.limited)."""
+    w = perturbation_sums(f, pop) / (pop.size * sigma)
+    return w * pop.inv_p if pop.limited else w
 
 
 def gradient(table, pop, f, sigma, out, lo=0, hi=None):
@@ -140,5 +189,18 @@ def gradient(table, pop, f, sigma, out, lo=0, hi=None):
     the same order whatever the slice, so sharding does not change a single bit.
     """
     hi = out.size if hi is None else hi
-    kernels.aggregate_dense(table[lo:], pop.offsets, perturbation_weights(f, pop, sigma), out[lo:hi])
+    w = perturbation_weights(f, pop, sigma)
+    if pop.limited:  # grouped by bucket, ties in perturbation order: one order on every rank
+        order = np.argsort(pop.start, kind="stable")
+        kernels.aggregate_sparse(table, pop.offsets[order], w[order], pop.start[order], pop.length[order],
+                                 lo, out[lo:hi])
+    else:
+        aggregate(table, pop.offsets, w, out[lo:hi], lo)
     return out
+
+
+def aggregate(table, offsets, weights, out, lo=0):
+    """``out[j] = sum_k weights[k] table[offsets[k] + lo + j]`` by the dense kernel, perturbations
+    sorted by table offset (stable) so that overlapping table windows are reused from cache."""
+    order = np.argsort(offsets, kind="stable")
+    kernels.aggregate_dense(table[lo:], offsets[order], weights[order], out)

@@ -225,33 +225,107 @@ def count_correct(logits, labels):
 
 
 # ---- ES: perturbation and aggregation over the noise table ---------------------------------
+# Table slices are taken as views (``table[o:o + m]``), never indexed as ``table[o + j]``: numba
+# must allow a negative ``o + j`` there and compiles the loop to AVX gathers, 6x slower
+# (measured: 3.9 vs 22.6 GFLOP/s multiply-adds on an L1-resident axpy).
 @njit(**NJIT)
 def perturb(theta, table, offset, scale, out):
     """``out = theta + scale * table[offset : offset + theta.size]``, reading the table in place."""
+    eps = table[offset:offset + theta.size]
     for j in range(theta.size):
-        out[j] = theta[j] + scale * table[offset + j]
+        out[j] = theta[j] + scale * eps[j]
 
 
-AGG_BLOCK = 2048  # parameters per cache block of the dense aggregation (8 KiB of float32)
+AGG_BLOCK = 1 << 18  # parameters per block of the dense aggregation (a 2 MiB float64 accumulator)
 
 
 @njit(**NJIT)
-def aggregate_dense(table, offsets, weights, out):
+def aggregate_dense(table, offsets, weights, out, block=AGG_BLOCK):
     """``out[j] = sum_k weights[k] * table[offsets[k] + j]`` for all j < out.size (Eq. (1)).
 
-    Cache-blocked: for each block of ``AGG_BLOCK`` parameters the float64 accumulator stays in
-    L1 while every perturbation's slice of the block streams from memory, so each table
-    float is read once and the output is written once.
+    Pass ``offsets`` sorted ascending (and ``weights`` in the same order). Then, within one
+    block of ``block`` outputs, consecutive perturbations read overlapping windows of the
+    table: a window starts ``L / K`` floats after the previous one (25,000 for the paper's
+    table and K = 10,000) but is ``block`` long, so each table float fetched from memory is
+    used about ``K * block / L`` times (10x here) from cache before it is evicted. Four
+    perturbations at a time are combined in float32 registers and added to a float64
+    accumulator, so every output is the same sum in the same order whatever ``block`` or
+    slice of theta is computed (sharded and replicated aggregation agree bit for bit).
     """
-    n = out.size
-    acc = np.empty(AGG_BLOCK, np.float64)
-    for j0 in range(0, n, AGG_BLOCK):
-        m = min(AGG_BLOCK, n - j0)
-        acc[:m] = 0.0
-        for k in range(offsets.size):
-            w = weights[k]
-            base = offsets[k] + j0
+    n, K = out.size, offsets.size
+    acc_all = np.empty(min(block, n), np.float64)
+    for j0 in range(0, n, block):
+        m = min(block, n - j0)
+        acc = acc_all[:m]
+        acc[:] = 0.0
+        k = 0
+        while k + 4 <= K:
+            w0, w1 = np.float32(weights[k]), np.float32(weights[k + 1])
+            w2, w3 = np.float32(weights[k + 2]), np.float32(weights[k + 3])
+            t0 = table[offsets[k] + j0:offsets[k] + j0 + m]
+            t1 = table[offsets[k + 1] + j0:offsets[k + 1] + j0 + m]
+            t2 = table[offsets[k + 2] + j0:offsets[k + 2] + j0 + m]
+            t3 = table[offsets[k + 3] + j0:offsets[k + 3] + j0 + m]
             for j in range(m):
-                acc[j] += w * table[base + j]
+                acc[j] += np.float64((w0 * t0[j] + w1 * t1[j]) + (w2 * t2[j] + w3 * t3[j]))
+            k += 4
+        while k < K:
+            w = np.float32(weights[k])
+            t0 = table[offsets[k] + j0:offsets[k] + j0 + m]
+            for j in range(m):
+                acc[j] += np.float64(w * t0[j])
+            k += 1
         for j in range(m):
             out[j0 + j] = acc[j]
+
+
+@njit(**NJIT)
+def aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
+    """Limited perturbation: ``out[j - lo] = sum_k weights[k] * table[offsets[k] + j - starts[k]]``
+    over the perturbations k whose bucket ``[starts[k], starts[k] + sizes[k])`` holds j, for
+    every j in ``[lo, lo + out.size)``; parameters no bucket of this iteration holds get 0.
+
+    Pass the perturbations grouped by bucket (sorted by ``starts``, stable): each bucket's
+    float64 accumulator (at most ``max(sizes)`` values) then stays in L1 while its slices
+    stream from memory, each table float is read once, and each output is the same sum in
+    the same order whatever ``lo`` (sharded and replicated aggregation agree bit for bit).
+    """
+    hi = lo + out.size
+    out[:] = 0.0
+    K = offsets.size
+    acc_all = np.empty(sizes.max() if K else 0, np.float64)
+    k = 0
+    while k < K:
+        start, size = starts[k], sizes[k]
+        end = k
+        while end < K and starts[end] == start:
+            end += 1
+        a, b = max(start, lo), min(start + size, hi)
+        if a < b:
+            m = b - a
+            acc = acc_all[:m]
+            acc[:] = 0.0
+            for q in range(k, end):
+                w = np.float32(weights[q])
+                src = table[offsets[q] + a - start:offsets[q] + b - start]
+                for j in range(m):
+                    acc[j] += np.float64(w * src[j])
+            dst = out[a - lo:b - lo]
+            for j in range(m):
+                dst[j] = acc[j]
+        k = end
+
+
+@njit(**NJIT)
+def read_bandwidth_sum(x):
+    """Sum of ``x`` (float32) in 16 float32 lanes: a streaming read for bandwidth measurement."""
+    lanes = np.zeros(16, np.float32)
+    n = x.size - x.size % 16
+    for i in range(0, n, 16):
+        v = x[i:i + 16]
+        for q in range(16):
+            lanes[q] += v[q]
+    total = np.float64(lanes.sum())
+    for i in range(n, x.size):
+        total += x[i]
+    return total

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from hpc_es import __version__, analysis, comm as comm_mod, config, es, io, kernels, nets, noise, optim
+from hpc_es import __version__, analysis, comm as comm_mod, config, es, io, limited, nets, noise, optim
 from hpc_es import data as data_mod
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,15 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
         slices = [comm_mod.split_range(net.n_params, r, size) for r in range(size)]
         g_lo, g_hi = slices[rank] if sharded else (0, net.n_params)
         g_counts = np.array([b - a for a, b in slices], np.int64)
+        buckets = delta = None
+        if cfg.es.perturbation == "limited":
+            buckets = limited.partition(net.layout, cfg.es.bucket_size)
+            delta = limited.DeltaEvaluator(net) if cfg.es.delta else None
     log.info("%s on %s (%d parameters), %d ranks: iterations %d..%d%s", method, net.name,
              net.n_params, size, start + 1, n_iter,
-             f", N = {cfg.es.n_offspring}, sigma = {cfg.es.sigma}, {cfg.es.mode}" if method == "es" else
+             f", N = {cfg.es.n_offspring}, sigma = {cfg.es.sigma}, {cfg.es.mode}"
+             + (f", limited to buckets of <= {cfg.es.bucket_size}" if cfg.es.perturbation == "limited" else "")
+             if method == "es" else
              f", rho = {cfg.proxy.rho}" if method == "proxy" else "")
     wall_start, window_start, window_iters = time.perf_counter(), time.perf_counter(), 0
     for t in range(start, n_iter):
@@ -118,8 +124,9 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
         gather_seconds = 0.0  # of the sharded gradient: communication, not aggregation
         t0 = time.perf_counter()
         if method == "es":
-            pop = es.sample_population(cfg.es, cfg.run.seed, t, net.n_params, cfg.noise.size, len(y), batch_size)
-            es.evaluate(net, theta, table.array, pop, cfg.es.sigma, x, y, lo, hi, mine, work)
+            pop = es.sample_population(cfg.es, cfg.run.seed, t, net.n_params, cfg.noise.size, len(y), batch_size,
+                                       buckets)
+            es.evaluate(net, theta, table.array, pop, cfg.es.sigma, x, y, lo, hi, mine, work, delta)
             t1 = time.perf_counter()
             comm_mod.allgatherv(comm, mine, rewards, counts)
             t2 = time.perf_counter()
@@ -232,7 +239,7 @@ def _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta
         es.evaluate(net, theta, table.array, pop, sigma, x, y, lo, hi, mine, work)
         comm_mod.allgatherv(comm, mine, rewards, counts)
         _check_finite(rewards, block, cfg, "rewards")
-        kernels.aggregate_dense(table.array, offsets, es.perturbation_sums(rewards, pop), block_sum)
+        es.aggregate(table.array, offsets, es.perturbation_sums(rewards, pop), block_sum)
         total += block_sum
         n_total += pc.step
         block += 1

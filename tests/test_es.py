@@ -2,27 +2,12 @@
 import numpy as np
 import pytest
 
-from hpc_es import config, es, kernels, nets, noise
+from hpc_es import config, es, nets, noise
 
 
 def _es_cfg(**kw):
     return config.from_dict({"run": {"method": "es"}, "noise": {"size": 100_000}, "net": {"arch": "small"},
                              "es": kw}).es
-
-
-def test_aggregate_dense_equals_plain_sum():
-    rng = np.random.default_rng(0)
-    table = rng.standard_normal(50_000).astype(np.float32)
-    P = 5000 + 17  # not a multiple of the cache block
-    offsets = rng.integers(0, table.size - P, 300)
-    w = rng.standard_normal(300)
-    out = np.empty(P, np.float32)
-    kernels.aggregate_dense(table, offsets, w, out)
-    ref = sum(wk * table[o:o + P].astype(np.float64) for wk, o in zip(w, offsets))
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
-    slow = np.empty(P, np.float32)
-    kernels.aggregate_dense.py_func(table, offsets, w, slow)
-    np.testing.assert_allclose(out, slow, rtol=1e-6, atol=1e-6)
 
 
 def test_population_structure_and_determinism():

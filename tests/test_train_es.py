@@ -42,7 +42,12 @@ def _cfg(*extra):
 @pytest.mark.mpi
 @pytest.mark.parametrize("extra", [[], ["es.aggregation=replicated"],
                                    ["es.mode=nominibatch", "es.fitness=centered_ranks", "optim.l2=0.0002"],
-                                   ["run.method=sgd"]], ids=["es", "es-replicated", "es-nominibatch-ranks-l2", "sgd"])
+                                   ["es.perturbation=limited", "es.bucket_size=2000"],
+                                   ["es.perturbation=limited", "es.bucket_size=3000", "es.mode=nominibatch",
+                                    "es.bucket_choice=size", "es.aggregation=replicated"],
+                                   ["run.method=sgd"]],
+                         ids=["es", "es-replicated", "es-nominibatch-ranks-l2", "limited", "limited-nominibatch",
+                              "sgd"])
 def test_all_ranks_and_a_serial_run_reach_the_same_theta(world, mnist, extra):
     cfg = _cfg(*extra)
     theta_mpi, hist = train.run(cfg, world, dataset=mnist, quiet=True)

@@ -1,0 +1,187 @@
+"""Limited-perturbation ES (Sec. 4.1 of Zhang et al. 2017): buckets, sampling, and incremental
+("delta") evaluation of offspring that perturb one bucket.
+
+Buckets. Every tensor of theta (a layer's weight or bias, see :attr:`hpc_es.nets.Net.layout`)
+of S parameters is cut into ``ceil(S / B)`` contiguous buckets of near-equal size (sizes
+differ by at most one, none exceeds B), so buckets never cross a tensor or layer boundary and
+cover every parameter exactly once. ``tf_tutorial`` with B = 5,000 has 662 buckets (643 of
+them in fc1's weight), ``small`` has 12.
+
+Estimator. Perturbation k picks bucket b_k with probability p_b (uniform: 1/M, as the paper's
+"randomly chosen bucket"; or proportional to bucket size) and perturbs only its parameters:
+theta + sign sigma E_b eps, with eps the table slice of length |b| and E_b placing it into
+bucket b. For a bucket b, E_eps[f(theta + sigma E_b eps) E_b eps] / sigma is the gradient of
+the Gaussian-smoothed f restricted to b's coordinates, so weighting each sample by 1/p_b,
+
+    g = 1/(N sigma) sum_i sign_i f_i (1/p_{b_i}) E_{b_i} eps_{m_i},
+
+has expectation sum_b p_b (1/p_b) grad_b f_sigma = grad f_sigma over all of theta: unbiased
+for the same smoothed objective as full ES (raw fitness; exactly the gradient for a quadratic).
+The 1/(N sigma) normalisation is Eq. (1)'s, so full and limited estimates are on one scale.
+
+Delta evaluation. An offspring that perturbs a bucket in layer l leaves every activation
+below l unchanged. :class:`DeltaEvaluator` caches, for theta and the mini-batch, each layer's
+input (the im2col matrix for a conv) and its pre-bias GEMM output z; an offspring then costs
+z' = z + input[:, rows] @ dW over the bucket's rows only, the layer's pooling / bias / ReLU,
+and the full forward pass of the layers above l. For fc1 of tf_tutorial that is a
+(50 x ~5) @ (~5 x 1024) product plus the tiny fc2 instead of the two convolutions.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from hpc_es import kernels
+from hpc_es.layers import ConvPoolReLU
+
+CHOICES = ("uniform", "size")
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """A partition of theta: bucket m is ``theta[start[m] : start[m] + size[m]]`` in ``tensor[m]``."""
+
+    start: np.ndarray
+    size: np.ndarray
+    tensor: np.ndarray
+
+    @property
+    def count(self):
+        return self.start.size
+
+    def probabilities(self, choice):
+        """p_b of each bucket under ``choice`` ("uniform" or "size")."""
+        if choice == "uniform":
+            return np.full(self.count, 1.0 / self.count)
+        if choice == "size":
+            return self.size / self.size.sum()
+        raise ValueError(f"bucket choice {choice!r}: expected one of {CHOICES}")
+
+
+def partition(layout, max_size):
+    """Buckets of at most ``max_size`` parameters over a net's ``layout`` (see module doc)."""
+    if max_size < 1:
+        raise ValueError(f"bucket size {max_size}: expected a positive integer")
+    start, size, tensor = [], [], []
+    for t, p in enumerate(layout):
+        n = -(-p.size // max_size)
+        edges = p.offset + (np.arange(n + 1) * p.size) // n
+        start.extend(edges[:-1])
+        size.extend(np.diff(edges))
+        tensor.extend([t] * n)
+    return Buckets(np.array(start, np.int64), np.array(size, np.int64), np.array(tensor, np.int64))
+
+
+def sample(rng, buckets, count, table_size, choice):
+    """(bucket ids, table offsets) of ``count`` limited perturbations, offsets uniform over the
+    table positions where the chosen bucket's slice fits."""
+    if buckets.size.max() > table_size:
+        raise ValueError(f"noise table of {table_size} floats is shorter than a bucket of {buckets.size.max()}")
+    if choice == "uniform":
+        ids = rng.integers(0, buckets.count, size=count, dtype=np.int64)
+    else:
+        ids = rng.choice(buckets.count, size=count, p=buckets.probabilities(choice)).astype(np.int64)
+    offsets = rng.integers(0, table_size - buckets.size[ids] + 1, dtype=np.int64)
+    return ids, offsets
+
+
+class DeltaEvaluator:
+    """Loss of theta + (a perturbation confined to one bucket) from cached activations of theta.
+
+    Call :meth:`set_base` with theta and a batch, then :meth:`loss` per offspring. Equal to
+    ``net.loss(perturbed theta, x, y)`` up to float rounding (tested on every tensor of both
+    nets). theta must not change between :meth:`set_base` and the calls that use it.
+    """
+
+    def __init__(self, net):
+        self.net = net
+        self._tensors = net.layout
+        self._key = None
+
+    def set_base(self, theta, x, y):
+        """Cache every layer's input and pre-bias output for (theta, x, y); returns the base loss."""
+        net = self.net
+        net._check_theta(theta)
+        xs, scale = net._prepare(x)
+        self.y = net._check_labels(y, xs.shape[0])
+        key = (xs.shape[0], theta.dtype.str)
+        if key != self._key:
+            self._allocate(*key)
+        self.theta, self.views = theta, net.views(theta)
+        h = xs
+        for i, (layer, (w, b)) in enumerate(zip(net.layers, self.views)):
+            c = self.cache[i]
+            h = h.reshape((h.shape[0],) + layer.in_shape)
+            if isinstance(layer, ConvPoolReLU):
+                h = layer.forward(w, b, h, c, scale if i == 0 else 1.0)
+            else:
+                c.x = h
+                np.matmul(h, w, out=c.z)
+                c.out[:] = c.z
+                kernels.bias_act(c.out, b, layer.relu)
+                h = c.out
+        return kernels.softmax_xent(h, self.y, self._no_grad)
+
+    def loss(self, start, size, table, offset, scale):
+        """Loss with ``theta[start:start+size] += scale * table[offset:offset+size]`` (one bucket)."""
+        t = self._tensor_of(start, size)
+        p = self._tensors[t]
+        layer_index, layer = p.layer, self.net.layers[p.layer]
+        w, b = self.views[layer_index]
+        c, d = self.cache[layer_index], self.delta[layer_index]
+        conv = isinstance(layer, ConvPoolReLU)
+        a = start - p.offset
+        eps = table[offset:offset + size]
+        if p.kind == "w":
+            n_out = layer.c_out if conv else layer.n_out
+            r0, r1 = a // n_out, (a + size - 1) // n_out + 1
+            dw = d.dw[:(r1 - r0) * n_out]
+            dw[:] = 0.0
+            np.multiply(eps, scale, out=dw[a - r0 * n_out:a - r0 * n_out + size])
+            inputs = c.cols if conv else c.x
+            np.matmul(inputs[:, r0:r1], dw.reshape(r1 - r0, n_out), out=d.dz)
+            np.add(c.z, d.dz, out=d.z)
+            z, bias = d.z, b
+        else:
+            d.b[:] = b
+            d.b[a:a + size] += scale * eps
+            z, bias = c.z, d.b
+        if conv:
+            z4 = z.reshape((-1, layer.height, layer.width, layer.c_out))
+            kernels.pool_bias_relu(z4, bias, d.out, d.argmax)
+        else:
+            d.out[:] = z
+            kernels.bias_act(d.out, bias, layer.relu)
+        h = d.out
+        for i in range(layer_index + 1, len(self.net.layers)):
+            above = self.net.layers[i]
+            h = above.forward(*self.views[i], h.reshape((h.shape[0],) + above.in_shape), self.tail[i], 1.0)
+        return kernels.softmax_xent(h, self.y, self._no_grad)
+
+    # ---- internals ----------------------------------------------------------------------
+    def _tensor_of(self, start, size):
+        for t, p in enumerate(self._tensors):
+            if p.offset <= start and start + size <= p.offset + p.size:
+                return t
+        raise ValueError(f"bucket [{start}, {start + size}) is not inside one tensor of {self.net.name}")
+
+    def _allocate(self, batch, dtype):
+        from hpc_es.layers import Buffers
+
+        dtype = np.dtype(dtype)
+        self.cache, self.delta, self.tail = [], [], []
+        for layer in self.net.layers:
+            self.tail.append(layer.buffers(batch, dtype, False))
+            if isinstance(layer, ConvPoolReLU):
+                self.cache.append(layer.buffers(batch, dtype, False))
+                rows, n_in, n_out = batch * layer.height * layer.width, layer.k ** 2 * layer.c_in, layer.c_out
+                out = np.empty((batch,) + layer.out_shape, dtype)
+                argmax = np.empty((batch,) + layer.out_shape, np.int8)
+            else:
+                rows, n_in, n_out = batch, layer.n_in, layer.n_out
+                self.cache.append(Buffers(x=None, z=np.empty((rows, n_out), dtype),
+                                          out=np.empty((rows, n_out), dtype)))
+                out, argmax = np.empty((rows, n_out), dtype), None
+            self.delta.append(Buffers(dw=np.empty(n_in * n_out, dtype), dz=np.empty((rows, n_out), dtype), z=np.empty((rows, n_out), dtype),
+                                      b=np.empty(n_out, dtype), out=out, argmax=argmax))
+        self._no_grad = np.empty((0, self.net.layers[-1].n_out), dtype)
+        self._key = (batch, dtype.str)
