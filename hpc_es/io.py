@@ -6,21 +6,105 @@ A run directory holds
                         validation points, and theta at the last iteration written
   checkpoint.h5         theta, optimizer state, next iteration, config, history so far
   checkpoint.prev.h5    the checkpoint before that (kept in case the newest is damaged)
-Every file is written to a temporary name in the same directory and ``os.replace``d into
-place, so a crash mid-write leaves the previous good file intact.
+  .lock                 while a run uses the directory: JSON with its host, pid, process
+                        start time and Slurm job id (see :func:`acquire_lock`)
+Every file is written to a temporary name in the same directory, flushed to disk (fsync)
+and ``os.replace``d into place, so a crash or a full disk mid-write leaves the previous good
+file intact.
 """
 import json
 import os
+import socket
 import tempfile
+import time
 
 import numpy as np
 
+from hpc_es import faults
+
 SCHEMA = 1
 RESULTS, CHECKPOINT, PREV_CHECKPOINT = "results.h5", "checkpoint.h5", "checkpoint.prev.h5"
+LOCK = ".lock"
 
 
 class RunDirError(Exception):
     """The output directory cannot be used as asked (another run there, nothing to resume, ...)."""
+
+
+# ---- the lock: one run per directory ------------------------------------------------------
+def _process_start(pid):
+    """Start time of process ``pid`` in clock ticks since boot (Linux), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _lock_owner():
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "start": _process_start(pid),
+            "slurm_job": os.environ.get("SLURM_JOB_ID", ""), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _lock_is_stale(owner):
+    """Why a lock's owner is certainly gone (a reason string), or None if it may be alive."""
+    if owner.get("slurm_job") and owner["slurm_job"] == os.environ.get("SLURM_JOB_ID"):
+        return f"left by an earlier run of this Slurm job {owner['slurm_job']} (requeued)"
+    if owner.get("host") != socket.gethostname():
+        return None  # cannot see processes on another host
+    start = _process_start(owner.get("pid", -1))
+    if start is None:
+        return f"process {owner.get('pid')} on {owner.get('host')} is gone"
+    if owner.get("start") is not None and start != owner["start"]:
+        return f"pid {owner.get('pid')} now belongs to another process"
+    return None
+
+
+def acquire_lock(out):
+    """Claim ``out`` for this process: create ``out/.lock`` atomically. A lock whose owner is
+    alive (or on another host, where we cannot tell) is refused with its host and pid; a
+    stale one (owner dead, pid reused, or an earlier run of the same requeued Slurm job) is
+    taken over. Returns a message about a taken-over lock, or None."""
+    path = os.path.join(out, LOCK)
+    taken_over = None
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = json.load(f)
+            except (OSError, ValueError):
+                owner = {}
+            stale = _lock_is_stale(owner) if owner else "unreadable lock file"
+            if stale is None:
+                raise RunDirError(
+                    f"{out}: in use by another run (host {owner.get('host')}, pid {owner.get('pid')}, since "
+                    f"{owner.get('since')}{', Slurm job ' + owner['slurm_job'] if owner.get('slurm_job') else ''}); "
+                    f"if that run is dead, delete {path}") from None
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            taken_over = f"{path}: took over a stale lock ({stale})"
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(_lock_owner(), f)
+        return taken_over
+    raise RunDirError(f"{path}: could not be created (another run is racing for {out})")
+
+
+def release_lock(out):
+    """Remove ``out/.lock`` if this process owns it."""
+    path = os.path.join(out, LOCK)
+    try:
+        with open(path) as f:
+            owner = json.load(f)
+        if owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+            os.unlink(path)
+    except (OSError, ValueError):
+        pass
 
 
 def check_out_dir(out, resume, force):
@@ -44,8 +128,9 @@ def clear_run(out):
             os.unlink(path)
 
 
-def _atomic_h5(path, fill):
-    """Write an HDF5 file by ``fill(h5file)`` to a temporary name, then rename it to ``path``."""
+def _atomic_h5(path, fill, fault=None):
+    """Write an HDF5 file by ``fill(h5file)`` to a temporary name, fsync it, rename it to
+    ``path`` and fsync the directory. ``fault``: (point name, iteration) for :mod:`faults`."""
     import h5py
 
     directory = os.path.dirname(os.path.abspath(path))
@@ -56,11 +141,29 @@ def _atomic_h5(path, fill):
         with h5py.File(tmp, "w") as f:
             f.attrs["schema"] = SCHEMA
             fill(f)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        if fault:
+            faults.point(*fault)
         os.replace(tmp, path)
+        _fsync_dir(directory)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename itself is still atomic
+    finally:
+        os.close(fd)
 
 
 def _write_history(group, history):
@@ -86,10 +189,12 @@ def save_checkpoint(out, iteration, theta, opt_state, config_dict, history):
 
     path = os.path.join(out, CHECKPOINT)
     tmp_target = path + ".new"
-    _atomic_h5(tmp_target, fill)
+    _atomic_h5(tmp_target, fill, fault=("checkpoint_write", iteration))
     if os.path.exists(path):
         os.replace(path, os.path.join(out, PREV_CHECKPOINT))
+    faults.point("checkpoint_rename", iteration)
     os.replace(tmp_target, path)
+    _fsync_dir(out)
 
 
 def load_checkpoint(out):
@@ -131,18 +236,25 @@ def save_results(out, config_dict, meta, history, theta):
         _write_history(f.create_group("history"), history)
         f.create_dataset("theta", data=theta)
 
-    _atomic_h5(os.path.join(out, RESULTS), fill)
+    _atomic_h5(os.path.join(out, RESULTS), fill, fault=("results_write", meta.get("completed_iterations")))
 
 
 def read_results(path):
-    """A results file as a dict (config decoded, history as numpy arrays)."""
+    """A results file as a dict (config decoded, history as numpy arrays); a damaged or foreign
+    file raises :class:`RunDirError` naming it."""
     import h5py
 
-    with h5py.File(path, "r") as f:
-        res = {key: f.attrs[key] for key in f.attrs}
-        res["config"] = json.loads(res["config"])
-        res["history"] = {k: f["history"][k][()] for k in f["history"]}
-        res["theta"] = f["theta"][()]
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("kind") != "results" or f.attrs.get("schema") != SCHEMA:
+                raise RunDirError(f"{path}: not an hpc_es results file of schema {SCHEMA} (kind "
+                                  f"{f.attrs.get('kind')!r}, schema {f.attrs.get('schema')!r})")
+            res = {key: f.attrs[key] for key in f.attrs}
+            res["config"] = json.loads(res["config"])
+            res["history"] = {k: f["history"][k][()] for k in f["history"]}
+            res["theta"] = f["theta"][()]
+    except (OSError, KeyError, ValueError) as err:
+        raise RunDirError(f"{path}: cannot be read as a results file ({err})") from None
     return res
 
 

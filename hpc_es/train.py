@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from hpc_es import __version__, analysis, comm as comm_mod, config, es, io, limited, nets, noise, optim
+from hpc_es import __version__, analysis, comm as comm_mod, config, es, faults, io, limited, nets, noise, optim
 from hpc_es import data as data_mod
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,15 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
     cfg_dict = cfg.to_dict()
 
     # -- everything that can be wrong with the input is decided before the first real work --
-    checkpoint = _prepare_out_dir(comm, out, resume, force, cfg_dict) if out else None
+    try:
+        checkpoint = _prepare_out_dir(comm, out, resume, force, cfg_dict) if out else None
+        return _run(cfg, comm, out, checkpoint, dataset, quiet)
+    finally:
+        if out and comm.Get_rank() == 0:
+            io.release_lock(out)  # only if this process holds it
+
+
+def _run(cfg, comm, out, checkpoint, dataset, quiet):
     dataset = dataset or _load_data(comm, cfg)
     net = nets.build(cfg.net.arch)
     theta = net.init_theta(cfg.net.init_seed, cfg.net.init)
@@ -126,7 +134,13 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
         if method == "es":
             pop = es.sample_population(cfg.es, cfg.run.seed, t, net.n_params, cfg.noise.size, len(y), batch_size,
                                        buckets)
-            es.evaluate(net, theta, table.array, pop, cfg.es.sigma, x, y, lo, hi, mine, work, delta)
+            if faults.armed():  # the reliability tests can stop a rank half-way through
+                mid = (lo + hi) // 2
+                es.evaluate(net, theta, table.array, pop, cfg.es.sigma, x, y, lo, mid, mine, work, delta)
+                faults.point("evaluate", t + 1, rank)
+                es.evaluate(net, theta, table.array, pop, cfg.es.sigma, x, y, mid, hi, mine[mid - lo:], work, delta)
+            else:
+                es.evaluate(net, theta, table.array, pop, cfg.es.sigma, x, y, lo, hi, mine, work, delta)
             t1 = time.perf_counter()
             comm_mod.allgatherv(comm, mine, rewards, counts)
             t2 = time.perf_counter()
@@ -179,10 +193,18 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
         stop = comm_mod.max_int(comm, flag["signum"]) if out else 0
         due = (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == n_iter
         if out and (due or stop):
+            problem = None
             if rank == 0:
-                io.save_checkpoint(out, done, theta, opt.state(), cfg.to_dict(), history)
-                io.save_results(out, cfg.to_dict(), {**meta, "completed_iterations": done}, history, theta)
-            comm.Barrier()  # nobody runs ahead of a checkpoint that may be needed to resume
+                try:
+                    io.save_checkpoint(out, done, theta, opt.state(), cfg.to_dict(), history)
+                    io.save_results(out, cfg.to_dict(), {**meta, "completed_iterations": done}, history, theta)
+                except OSError as err:  # e.g. a full disk: the previous files are intact
+                    problem = (f"{out}: writing the checkpoint of iteration {done} failed ({err}); "
+                               f"{_last_good(out)} Free space (or move the run) and continue with --resume")
+            # Everybody learns the outcome; nobody runs ahead of a checkpoint needed to resume.
+            problem = comm.bcast(problem, root=0)
+            if problem:
+                raise io.RunDirError(problem)
         if stop:
             raise Preempted(stop, done, out)
 
@@ -288,6 +310,13 @@ def validate(comm, net, theta, dataset, chunk):
     return comm_mod.sum_int(comm, mine) / n
 
 
+def _last_good(out):
+    try:
+        return f"the checkpoint of iteration {io.load_checkpoint(out)['iteration']} is intact."
+    except io.RunDirError:
+        return "no earlier checkpoint exists."
+
+
 def _check_finite(values, t, cfg, what):
     if not np.isfinite(values).all():
         hint = (f"es.sigma = {cfg.es.sigma} or optim.lr = {cfg.optim.lr} is likely too large"
@@ -318,13 +347,22 @@ def _prepare_out_dir(comm, out, resume, force, cfg_dict):
     """Collective: check the run directory on rank 0, share the verdict, load a checkpoint."""
     problem = None
     if comm.Get_rank() == 0:
+        locked = False
         try:
+            if os.path.exists(out) and not os.path.isdir(out):
+                raise io.RunDirError(f"{out}: exists and is not a directory")
+            os.makedirs(out, exist_ok=True)
+            note = io.acquire_lock(out)
+            locked = True
+            if note:
+                log.warning("%s", note)
             io.check_out_dir(out, resume, force)
             if force and not resume:
                 io.clear_run(out)
-            os.makedirs(out, exist_ok=True)
         except (io.RunDirError, OSError) as err:
             problem = str(err)
+            if locked:
+                io.release_lock(out)
     problem = comm.bcast(problem, root=0)
     if problem:
         raise io.RunDirError(problem)

@@ -1,0 +1,67 @@
+"""Fault injection for the reliability tests: named points where a test can make a rank die.
+
+Production code calls :func:`point` at the places where a real failure would hurt most (the
+middle of an evaluation, between writing a checkpoint and renaming it into place, during the
+results flush). Nothing happens unless ``HPC_ES_FAULT`` is set, as
+
+    HPC_ES_FAULT=NAME@ITERATION[:RANK][:ACTION]
+
+NAME is a point below, ITERATION the 1-based iteration under way (evaluate) or being saved
+(the others), RANK the world rank
+it fires on (default 0) and ACTION one of ``kill`` (SIGKILL to this process: a node failure or
+``kill -9``; the default), ``raise`` (a RuntimeError: a bug on one rank) or ``enospc`` (an
+OSError "No space left on device", as a full disk raises it). Points:
+
+  evaluate           after this rank evaluated half of its offspring
+  checkpoint_write   checkpoint data written to its temporary file, not yet renamed
+  checkpoint_rename  between the two renames of a checkpoint save
+  results_write      results data written to its temporary file, not yet renamed
+"""
+import errno
+import os
+import signal
+
+POINTS = ("evaluate", "checkpoint_write", "checkpoint_rename", "results_write")
+ACTIONS = ("kill", "raise", "enospc")
+_spec = None
+
+
+def _parse():
+    text = os.environ.get("HPC_ES_FAULT", "")
+    if not text:
+        return ()
+    try:
+        where, *rest = text.split(":")
+        name, iteration = where.split("@")
+        rank = int(rest[0]) if rest and rest[0] else 0
+        action = rest[1] if len(rest) > 1 else "kill"
+        spec = (name, int(iteration), rank, action)
+    except ValueError:
+        spec = None
+    if spec is None or spec[0] not in POINTS or spec[3] not in ACTIONS:
+        raise ValueError(f"HPC_ES_FAULT={text!r}: expected NAME@ITERATION[:RANK][:ACTION] with NAME in "
+                         f"{POINTS} and ACTION in {ACTIONS}")
+    return spec
+
+
+def armed():
+    """True if ``HPC_ES_FAULT`` names a fault (checked once per process)."""
+    global _spec
+    if _spec is None:
+        _spec = _parse()
+    return bool(_spec)
+
+
+def point(name, iteration, rank=0):
+    """Fire the configured fault if it names this point, iteration and rank; else do nothing."""
+    global _spec
+    if _spec is None:
+        _spec = _parse()
+    if not _spec or _spec[:3] != (name, iteration, rank):
+        return
+    action = _spec[3]
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if action == "raise":
+        raise RuntimeError(f"injected fault at {name}, iteration {iteration}, rank {rank}")
+    raise OSError(errno.ENOSPC, f"No space left on device (injected at {name}, iteration {iteration})")
