@@ -24,7 +24,11 @@ from hpc_es import faults
 
 SCHEMA = 1
 RESULTS, CHECKPOINT, PREV_CHECKPOINT = "results.h5", "checkpoint.h5", "checkpoint.prev.h5"
+NEW_CHECKPOINT = CHECKPOINT + ".new"  # complete, but a save was cut between its two renames
+RUN_FILES = (RESULTS, CHECKPOINT, NEW_CHECKPOINT, PREV_CHECKPOINT)
 LOCK = ".lock"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class RunDirError(Exception):
@@ -33,10 +37,12 @@ class RunDirError(Exception):
 
 # ---- the lock: one run per directory ------------------------------------------------------
 def _process_start(pid):
-    """Start time of process ``pid`` in clock ticks since boot (Linux), or None if it is gone."""
+    """Start time of process ``pid`` in clock ticks since boot (Linux), or None if it is gone
+    (no such process, or a zombie nobody reaped: containers often run no init that reaps)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])  # a zombie is gone too
     except (OSError, IndexError, ValueError):
         return None
 
@@ -109,10 +115,11 @@ def release_lock(out):
 
 def check_out_dir(out, resume, force):
     """Decide, before any work, whether ``out`` may be used; raise :class:`RunDirError` if not."""
-    present = [n for n in (RESULTS, CHECKPOINT, PREV_CHECKPOINT) if os.path.exists(os.path.join(out, n))]
+    present = [n for n in RUN_FILES if os.path.exists(os.path.join(out, n))]
     if resume:
-        if not any(n in present for n in (CHECKPOINT, PREV_CHECKPOINT)):
-            raise RunDirError(f"{out}: no checkpoint to resume from (looked for {CHECKPOINT}, {PREV_CHECKPOINT})")
+        if not any(n in present for n in (CHECKPOINT, NEW_CHECKPOINT, PREV_CHECKPOINT)):
+            raise RunDirError(f"{out}: no checkpoint to resume from (looked for {CHECKPOINT}, {NEW_CHECKPOINT}, "
+                              f"{PREV_CHECKPOINT})")
     elif present and not force:
         raise RunDirError(f"{out}: holds another run ({', '.join(present)}); pass --resume to continue "
                           f"it or --force to overwrite it")
@@ -120,9 +127,19 @@ def check_out_dir(out, resume, force):
         raise RunDirError(f"{out}: exists and is not a directory")
 
 
+def remove_stale_temporaries(out):
+    """Delete temporary files a killed writer left in ``out`` (call only while holding the lock)."""
+    for name in os.listdir(out):
+        if name.startswith(".") and name.endswith(".tmp"):
+            try:
+                os.unlink(os.path.join(out, name))
+            except FileNotFoundError:
+                pass
+
+
 def clear_run(out):
     """Remove the run files of a previous run in ``out`` (for --force)."""
-    for name in (RESULTS, CHECKPOINT, PREV_CHECKPOINT):
+    for name in RUN_FILES:
         path = os.path.join(out, name)
         if os.path.exists(path):
             os.unlink(path)
@@ -137,20 +154,45 @@ def _atomic_h5(path, fill, fault=None):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run files are shared like any other output
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema"] = SCHEMA
             fill(f)
+            f.attrs["sha256"] = _digest(_payload(f))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if fault:
             faults.point(*fault)
         os.replace(tmp, path)
         _fsync_dir(directory)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, RuntimeError):  # h5py reports some failed writes (a full disk at close) so
+            raise OSError(getattr(err, "errno", None), f"{path}: {err}") from None
         raise
+
+
+def _digest(arrays):
+    """SHA-256 over named arrays (name, dtype, shape, bytes), in name order: stored with every
+    checkpoint and results file and checked on load, so flipped bits in the data (which HDF5
+    itself does not notice) are caught rather than resumed from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _payload(f):
+    """Every dataset of an open file, by path, for :func:`_digest`."""
+    out = {}
+    f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if hasattr(obj, "shape") else None)
+    return out
 
 
 def _fsync_dir(directory):
@@ -173,6 +215,11 @@ def _write_history(group, history):
 
 def _read_history(group):
     return {key: list(group[key][()]) for key in group}
+
+
+def _verify(f):
+    if _digest(_payload(f)) != f.attrs.get("sha256"):
+        raise RunDirError("content does not match its SHA-256 (damaged)")
 
 
 def save_checkpoint(out, iteration, theta, opt_state, config_dict, history):
@@ -203,7 +250,7 @@ def load_checkpoint(out):
 
     errors, found = [], []
     # checkpoint.h5.new exists only if a save was cut between its two renames; it is complete.
-    for name in (CHECKPOINT, CHECKPOINT + ".new", PREV_CHECKPOINT):
+    for name in (CHECKPOINT, NEW_CHECKPOINT, PREV_CHECKPOINT):
         path = os.path.join(out, name)
         if not os.path.exists(path):
             continue
@@ -211,6 +258,7 @@ def load_checkpoint(out):
             with h5py.File(path, "r") as f:
                 if f.attrs.get("schema") != SCHEMA or f.attrs.get("kind") != "checkpoint":
                     raise RunDirError(f"schema {f.attrs.get('schema')}, expected {SCHEMA}")
+                _verify(f)
                 found.append({
                     "path": path,
                     "iteration": int(f.attrs["iteration"]),
@@ -249,11 +297,12 @@ def read_results(path):
             if f.attrs.get("kind") != "results" or f.attrs.get("schema") != SCHEMA:
                 raise RunDirError(f"{path}: not an hpc_es results file of schema {SCHEMA} (kind "
                                   f"{f.attrs.get('kind')!r}, schema {f.attrs.get('schema')!r})")
-            res = {key: f.attrs[key] for key in f.attrs}
+            _verify(f)
+            res = {key: f.attrs[key] for key in f.attrs if key != "sha256"}
             res["config"] = json.loads(res["config"])
             res["history"] = {k: f["history"][k][()] for k in f["history"]}
             res["theta"] = f["theta"][()]
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, RunDirError) as err:
         raise RunDirError(f"{path}: cannot be read as a results file ({err})") from None
     return res
 
@@ -266,9 +315,14 @@ def load_theta(path, n_params):
         with h5py.File(path, "r") as f:
             if "theta" not in f:
                 raise RunDirError(f"{path}: no 'theta' dataset (expected a results.h5 or checkpoint.h5)")
+            if "sha256" in f.attrs:
+                _verify(f)
             theta = f["theta"][()]
-    except OSError as err:
+    except (OSError, KeyError, ValueError) as err:
         raise RunDirError(f"{path}: cannot be read as HDF5 ({err})") from None
+    except RunDirError as err:
+        text = str(err)
+        raise RunDirError(text if text.startswith(str(path)) else f"{path}: {text}") from None
     if theta.shape != (n_params,):
         raise RunDirError(f"{path}: theta has shape {theta.shape}, expected ({n_params},) for this net")
     return theta

@@ -86,15 +86,16 @@ def _run(cfg, comm, out, checkpoint, dataset, quiet):
     uses_table = cfg.run.method in ("es", "population")
     table = comm_mod.shared_noise_table(comm, cfg.noise.seed, cfg.noise.size) if uses_table else None
     meta = _metadata(comm, cfg)
-    try:
-        if cfg.run.method == "population":
-            _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta)
-        else:
-            with _signal_flag(enabled=bool(out)) as flag:
-                _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta, flag)
-    finally:
-        if table is not None:
-            table.free()
+    if cfg.run.method == "population":
+        _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta)
+    else:
+        with _signal_flag(enabled=bool(out)) as flag:
+            _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta, flag)
+    # Freeing the shared window is collective: only on the way out that every rank takes. An
+    # exception may have been raised on one rank only, and a collective in a `finally` would
+    # then hang the others (the process ends soon anyway and MPI releases the window).
+    if table is not None:
+        table.free()
     return theta, history
 
 
@@ -127,6 +128,8 @@ def _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet
              if method == "es" else
              f", rho = {cfg.proxy.rho}" if method == "proxy" else "")
     wall_start, window_start, window_iters = time.perf_counter(), time.perf_counter(), 0
+    if out and start >= n_iter and rank == 0:  # resumed a finished run: its results may be older
+        io.save_results(out, cfg.to_dict(), {**meta, "completed_iterations": start}, history, theta)
     for t in range(start, n_iter):
         rec = {"iteration": t + 1, "reward_std": 0.0}
         gather_seconds = 0.0  # of the sharded gradient: communication, not aggregation
@@ -359,6 +362,7 @@ def _prepare_out_dir(comm, out, resume, force, cfg_dict):
             io.check_out_dir(out, resume, force)
             if force and not resume:
                 io.clear_run(out)
+            io.remove_stale_temporaries(out)  # we hold the lock: any temporary is a dead writer's
         except (io.RunDirError, OSError) as err:
             problem = str(err)
             if locked:
