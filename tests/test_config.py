@@ -52,3 +52,57 @@ def test_trajectory_diff_ignores_keys_that_keep_theta_bit_identical():
     new = config.load("es_small_local", ["run.iterations=999", "es.aggregation=replicated",
                                          "measure.sgd_self_correlation=true", "es.sigma=0.01"]).to_dict()
     assert config.trajectory_diff(old, new) == ["es.sigma: 0.002 -> 0.01"]
+
+
+# ---- fuzzing: random keys, types and values ------------------------------------------------
+import dataclasses  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_FIELDS = [(section, f.name) for section, cls in config._SECTION_CLASSES.items() for f in dataclasses.fields(cls)]
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2),
+    st.sampled_from(["tf_tutorial", "small", "es", "sgd", "proxy", "population", "limited", "full",
+                     "nominibatch", "centered_ranks", "size", "replicated", "he", "adam"]),
+)
+_NAMES = st.one_of(st.sampled_from(_FIELDS), st.tuples(st.text(max_size=8), st.text(max_size=8)))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(base=st.sampled_from(config.presets()), edits=st.lists(st.tuples(_NAMES, _VALUES), min_size=1, max_size=4))
+def test_fuzzed_configs_are_accepted_or_rejected_with_the_key_named(base, edits):
+    """Random sections, keys, types and values on top of every preset: the result is a valid
+    Config or a ConfigError that names an edited key (or its section); never another exception."""
+    raw = config._read_source(base)
+    for (section, key), value in edits:
+        raw.setdefault(section, {}) if isinstance(raw.get(section, {}), dict) else None
+        if isinstance(raw.get(section), dict):
+            raw[section][key] = value
+        else:
+            raw[section] = {key: value}
+    try:
+        cfg = config.from_dict(raw, origin=base)
+    except config.ConfigError as err:
+        text = str(err)
+        named = [f"{s}.{k}" for (s, k), _ in edits] + [repr(s) for (s, k), _ in edits]
+        # a rejection by a constraint between keys names the keys of that constraint, one of
+        # which was edited, or else names a key the preset itself set (then listed in `raw`)
+        assert any(n in text for n in named) or any(f"{s}.{k}" in text for s in raw for k in
+                                                      (raw[s] if isinstance(raw[s], dict) else {})), text
+        return
+    assert isinstance(cfg, config.Config)
+    for (section, key), value in edits:  # an accepted edit must have been kept, not ignored
+        if (section, key) in _FIELDS:
+            got = getattr(getattr(cfg, section), key)
+            assert got == value or (isinstance(value, int) and got == float(value)), (section, key, value, got)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=40))
+def test_fuzzed_set_overrides_never_raise_anything_but_config_errors(text):
+    try:
+        config.load("es_small_local", [text])
+    except config.ConfigError:
+        pass
