@@ -64,6 +64,8 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
     finally:
         if out and comm.Get_rank() == 0:
             io.release_lock(out)  # only if this process holds it
+            with contextlib.suppress(OSError):
+                os.rmdir(out)  # a run that stopped before writing anything leaves no empty directory
 
 
 def _run(cfg, comm, out, checkpoint, dataset, quiet):

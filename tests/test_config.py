@@ -70,7 +70,7 @@ _VALUES = st.one_of(
 _NAMES = st.one_of(st.sampled_from(_FIELDS), st.tuples(st.text(max_size=8), st.text(max_size=8)))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(base=st.sampled_from(config.presets()), edits=st.lists(st.tuples(_NAMES, _VALUES), min_size=1, max_size=4))
 def test_fuzzed_configs_are_accepted_or_rejected_with_the_key_named(base, edits):
     """Random sections, keys, types and values on top of every preset: the result is a valid
@@ -93,13 +93,13 @@ def test_fuzzed_configs_are_accepted_or_rejected_with_the_key_named(base, edits)
                                                       (raw[s] if isinstance(raw[s], dict) else {})), text
         return
     assert isinstance(cfg, config.Config)
-    for (section, key), value in edits:  # an accepted edit must have been kept, not ignored
+    for (section, key), value in dict(edits).items():  # an accepted edit (the last of a key) was kept
         if (section, key) in _FIELDS:
             got = getattr(getattr(cfg, section), key)
             assert got == value or (isinstance(value, int) and got == float(value)), (section, key, value, got)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(text=st.text(max_size=40))
 def test_fuzzed_set_overrides_never_raise_anything_but_config_errors(text):
     try:
