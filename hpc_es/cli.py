@@ -27,12 +27,26 @@ def main(argv=None):
     except Preempted as err:
         if _rank() == 0:
             logging.getLogger("hpc_es").warning("%s", err)
-        return PREEMPTED_EXIT_CODE
+        return _leave_together(PREEMPTED_EXIT_CODE)
     except (ConfigError, DataError, RunDirError, FloatingPointError) as err:
         # Every rank reaches the same verdict from the same input; rank 0 says it once.
         log = logging.getLogger("hpc_es")
         (log.error if _rank() == 0 or not isinstance(err, ConfigError) else log.debug)("%s", err)
-        return 2
+        return _leave_together(2)
+
+
+def _leave_together(code):
+    """Exit with ``code`` after an outcome every rank shares (they all got here). ``python -m
+    mpi4py`` would turn a non-zero exit into MPI_Abort, which srun reports as a cancelled step
+    with killed tasks instead of the code; so finalize MPI here and leave with the code itself."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized() or mpi.COMM_WORLD.Get_size() == 1:
+        return code
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    mpi.Finalize()
+    os._exit(code)
 
 
 def _rank():

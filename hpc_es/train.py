@@ -36,6 +36,9 @@ class Preempted(Exception):
         self.signum, self.iteration = signum, iteration
 
 
+# Raised on every rank alike (decided from shared input, a broadcast verdict or an agreement).
+COLLECTIVE_ERRORS = (Preempted, config.ConfigError, data_mod.DataError, io.RunDirError, FloatingPointError)
+
 PHASES = ("seconds_evaluate", "seconds_communicate", "seconds_aggregate", "seconds_update",
           "seconds_measure", "seconds_validate", "seconds_total")
 
@@ -88,14 +91,19 @@ def _run(cfg, comm, out, checkpoint, dataset, quiet):
     uses_table = cfg.run.method in ("es", "population")
     table = comm_mod.shared_noise_table(comm, cfg.noise.seed, cfg.noise.size) if uses_table else None
     meta = _metadata(comm, cfg)
-    if cfg.run.method == "population":
-        _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta)
-    else:
-        with _signal_flag(enabled=bool(out)) as flag:
-            _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta, flag)
-    # Freeing the shared window is collective: only on the way out that every rank takes. An
-    # exception may have been raised on one rank only, and a collective in a `finally` would
-    # then hang the others (the process ends soon anyway and MPI releases the window).
+    # Freeing the shared window is collective: only on the ways out that every rank takes (the
+    # end, or an outcome all ranks agreed on). Any other exception may have been raised on one
+    # rank only, and a collective then would hang the others; the job is aborted instead.
+    try:
+        if cfg.run.method == "population":
+            _population(cfg, comm, net, theta, dataset, table, history, out, quiet, meta)
+        else:
+            with _signal_flag(enabled=bool(out)) as flag:
+                _loop(cfg, comm, net, theta, opt, dataset, table, history, start, out, quiet, meta, flag)
+    except COLLECTIVE_ERRORS:
+        if table is not None:
+            table.free()
+        raise
     if table is not None:
         table.free()
     return theta, history

@@ -1,0 +1,165 @@
+"""The job scripts in jobs/: local runs, and Slurm batch jobs on a real Slurm.
+
+Tests marked ``slurm`` need a running Slurm whose node can run this checkout's virtual
+environment; they are left out of a plain ``pytest`` run and selected with ``-m slurm``. If no
+Slurm answers, ``$HPC_ES_LOCAL_SLURM`` may name a script that starts a one-node one (CI points it
+at Debian's slurm-wlm setup); with neither, they skip saying so, unless ``HPC_ES_REQUIRE_SLURM=1``
+(CI), where that is a failure.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from hpc_es import config, io
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SBATCH = sorted(f for f in os.listdir(os.path.join(ROOT, "jobs", "slurm")) if f.endswith(".sbatch"))
+TINY = "--set es.n_offspring=40 --set noise.size=200000 --set run.checkpoint_every=1000 --set run.log_every=1"
+
+
+def _env(**extra):
+    env = dict(os.environ, HPC_ES_HOME=ROOT, HPC_ES_VENV=os.path.dirname(os.path.dirname(sys.executable)),
+               HPC_ES_FAULT="")
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize("script", SBATCH)
+def test_every_sbatch_script_resolves_its_command(script, tmp_path):
+    preset = script[:-len(".sbatch")]
+    assert preset in config.presets()
+    proc = subprocess.run(["bash", os.path.join(ROOT, "jobs", "slurm", script), "--dry-run"], capture_output=True,
+                          text=True, timeout=60, env=_env(HPC_ES_RUNS=str(tmp_path), SLURM_ARRAY_TASK_ID="3"))
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip()
+    assert line.startswith("srun --mpi=pmi2 python -m mpi4py -m hpc_es ")
+    assert f" {preset} --out {tmp_path}/{preset}/seed3" in line
+    text = open(os.path.join(ROOT, "jobs", "slurm", script)).read()
+    assert "#SBATCH --requeue" in text and "#SBATCH --signal=USR1@" in text and "--cpus-per-task=1" in text
+    bad = subprocess.run(["bash", os.path.join(ROOT, "jobs", "slurm", script), "--bogus"], capture_output=True,
+                         text=True, timeout=60, env=_env())
+    assert bad.returncode == 2 and "unknown argument: --bogus" in bad.stderr
+
+
+def test_local_script_runs_then_resumes(mnist_dir, tmp_path):
+    script = os.path.join(ROOT, "jobs", "local.sh")
+    env = _env(HPC_ES_RUNS=str(tmp_path), HPC_ES_DATA=mnist_dir,
+               MPIEXEC=shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]),
+               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    dry = subprocess.run([script, "es_small_local", "2", "--dry-run"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert dry.returncode == 0 and f"-n 2 python -m mpi4py -m hpc_es train es_small_local --out {tmp_path}" in dry.stdout
+    assert "--resume" not in dry.stdout
+    run = subprocess.run([script, "es_small_local", "2", "--", *TINY.split(), "--set", "run.iterations=3"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert io.read_results(str(tmp_path / "es_small_local" / io.RESULTS))["completed_iterations"] == 3
+    again = subprocess.run([script, "es_small_local", "2", "--dry-run"], capture_output=True, text=True, env=env,
+                           timeout=60)
+    assert "--resume" in again.stdout
+    bad = subprocess.run([script, "es_small_local", "two"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "unknown argument: two" in bad.stderr
+
+
+# ---- a real Slurm --------------------------------------------------------------------------
+def _slurm_up():
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if not _slurm_up() and os.environ.get("HPC_ES_LOCAL_SLURM"):
+        subprocess.run(["bash", os.environ["HPC_ES_LOCAL_SLURM"], "start"], check=False, timeout=600)
+    if not _slurm_up():
+        message = "no Slurm answers `sinfo`; set HPC_ES_LOCAL_SLURM to a script that starts one"
+        if os.environ.get("HPC_ES_REQUIRE_SLURM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _sbatch(tmp_path, name, args, **env):
+    out = subprocess.run(["sbatch", "--parsable", "-n", "2", "--array=0", "-J", name,
+                          f"--output={tmp_path}/%x-%A_%a.out", os.path.join(ROOT, "jobs", "slurm", "es_tf_paper.sbatch")],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         env=_env(HPC_ES_RUNS=str(tmp_path / "runs"), HPC_ES_PRESET="es_small_local",
+                                  HPC_ES_ARGS=args, **env))
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().split(";")[0]
+
+
+def _state(job):
+    """The job's state (sacct is not configured on a bare Slurm: scontrol, while it remembers)."""
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
+    for word in out.split():
+        if word.startswith("JobState="):
+            return word.split("=", 1)[1]
+    return "GONE"
+
+
+def _wait(job, states, seconds=300):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        state = _state(job)
+        if state in states:
+            return state
+        time.sleep(1)
+    subprocess.run(["scancel", job], timeout=30)
+    pytest.fail(f"job {job} not in {states} after {seconds} s (state {_state(job)})")
+
+
+def _log(tmp_path, name):
+    logs = [f for f in os.listdir(tmp_path) if f.startswith(name) and f.endswith(".out")]
+    return "".join(open(os.path.join(tmp_path, f)).read() for f in logs)
+
+
+@pytest.mark.slurm
+def test_sbatch_job_finishes_and_writes_results(slurm, mnist_dir, tmp_path):
+    job = _sbatch(tmp_path, "hpcesfinish", TINY + " --set run.iterations=4", HPC_ES_DATA=mnist_dir)
+    assert _wait(job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}) == "COMPLETED", _log(tmp_path, "hpcesfinish")
+    res = io.read_results(str(tmp_path / "runs" / "es_small_local" / "seed0" / io.RESULTS))
+    assert res["completed_iterations"] == 4 and res["ranks"] == 2
+    assert "final test accuracy" in _log(tmp_path, "hpcesfinish")
+
+
+@pytest.mark.slurm
+def test_usr1_then_requeue_checkpoints_and_resumes_to_the_uninterrupted_theta(slurm, mnist_dir, tmp_path):
+    """What a cluster does before preemption: scancel --signal=USR1 reaches every rank through
+    srun; the ranks checkpoint and exit 75; the job is requeued (here by scontrol, as the
+    scheduler would; the scripts' own self-requeue is off) and, run again, resumes with
+    --resume and ends on the theta of an uninterrupted run, bit for bit."""
+    iterations = 60
+    args = TINY + f" --set run.iterations={iterations}"
+    job = _sbatch(tmp_path, "hpcespre", args, HPC_ES_DATA=mnist_dir, HPC_ES_REQUEUE="0")
+    deadline = time.time() + 300
+    while "iter 3/" not in _log(tmp_path, "hpcespre"):
+        assert time.time() < deadline and _state(job) in ("PENDING", "RUNNING", "CONFIGURING"), \
+            _log(tmp_path, "hpcespre")
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
+    _wait(job, {"COMPLETED", "FAILED", "CANCELLED"})
+    out = str(tmp_path / "runs" / "es_small_local" / "seed0")
+    stopped = io.load_checkpoint(out)["iteration"]
+    assert 3 <= stopped < iterations, _log(tmp_path, "hpcespre")
+    assert "checkpoint written in" in _log(tmp_path, "hpcespre")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    assert _wait(job, {"COMPLETED", "FAILED", "CANCELLED"}) == "COMPLETED", _log(tmp_path, "hpcespre")
+    log = _log(tmp_path, "hpcespre")
+    assert "--resume" in log and "(restart 1)" in log, log
+    resumed = io.read_results(os.path.join(out, io.RESULTS))
+    assert resumed["completed_iterations"] == iterations
+
+    from tests.test_comm import _mpiexec
+    straight = str(tmp_path / "straight")
+    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train",
+                           "es_small_local", *args.split(), "--set", "run.seed=0", "--out", straight],
+                          capture_output=True, text=True, timeout=300, env=_env(HPC_ES_DATA=mnist_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert np.array_equal(resumed["theta"], io.read_results(os.path.join(straight, io.RESULTS))["theta"])
