@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The paper's experiments at local scale, one after another, then the figures and the report.
+#   jobs/reproduce_local.sh [RANKS]      (default 2; results under ${HPC_ES_RUNS:-runs}/local)
+# Every run resumes if interrupted and is skipped once complete, so the script can simply be
+# started again. Scales are chosen to finish on a 2-core machine in about an hour and a half;
+# see docs/REPRODUCTION.md for what each can and cannot show.
+set -euo pipefail
+ranks=${1:-2}
+root=${HPC_ES_RUNS:-runs}/local
+mpiexec=${MPIEXEC:-mpiexec}
+export HPC_ES_THREADS=${HPC_ES_THREADS:-1}
+
+run() {  # run NAME PRESET [hpc-es train args...]
+  local name=$1 preset=$2; shift 2
+  local out=$root/$name
+  if [ -f "$out/results.h5" ] && [ ! -f "$out/.lock" ] && python - "$out" <<'PY'
+import sys
+from hpc_es import config, io
+res = io.read_results(sys.argv[1] + "/results.h5")
+sys.exit(0 if res["completed_iterations"] >= res["config"]["run"]["iterations"] else 1)
+PY
+  then echo "== $name: done"; return; fi
+  local resume=()
+  for f in checkpoint.h5 checkpoint.h5.new checkpoint.prev.h5; do [ -f "$out/$f" ] && resume=(--resume) && break; done
+  echo "== $name: $preset $* ${resume[*]}"
+  local start=$SECONDS
+  "$mpiexec" -n "$ranks" python -m mpi4py -m hpc_es train "$preset" --out "$out" --quiet "${resume[@]}" "$@"
+  echo "== $name: $((SECONDS - start)) s"
+}
+
+for seed in 0 1 2; do
+  # Fig. 1 and Fig. 2: ES with gradient correlation, the SGD control and the ES proxy on the same mini-batches
+  run fig1_es_seed$seed corr_small_local --set run.seed=$seed
+  run fig1_sgd_seed$seed sgd_small_local --set run.seed=$seed --set run.iterations=200 --set run.eval_every=5
+  run fig2_proxy_seed$seed proxy_small_local --set run.seed=$seed
+  # Fig. 3: limited (2,500 x buckets of <= 500) vs full (500) perturbation
+  run fig3_full_seed$seed es_small_local --set run.seed=$seed --set run.eval_every=5
+  run fig3_limited_seed$seed limited_small_local --set run.seed=$seed
+done
+for seed in 0 1; do
+  # Fig. 4: no-mini-batch vs mini-batch ES, N = 1,000
+  run fig4_nominibatch_seed$seed es_nominibatch_small_local --set run.seed=$seed --set run.eval_every=5
+  run fig4_minibatch_seed$seed es_nominibatch_small_local --set run.seed=$seed --set run.eval_every=5 --set es.mode=minibatch
+done
+# Fig. 5: no-mini-batch ES with L2 2e-4, N = 1,000 and 2,000
+run fig5_n1000 es_small99_local --set run.eval_every=5
+run fig5_n2000 es_small99_local --set run.eval_every=5 --set es.n_offspring=2000
+# Sec. 4: the population for 20% correlation; Table 1
+run population population_small_local
+if [ ! -f "$root/table1/table1.h5" ]; then
+  "$mpiexec" -n "$ranks" python -m mpi4py -m hpc_es table1 table1_small_local --runs 6 --out "$root/table1"
+fi
+hpc-es plot "$root" --out docs/figures
+hpc-es report "$root" --write docs/REPRODUCTION.md
