@@ -83,10 +83,22 @@ def _parser():
     table1.set_defaults(func=_table1)
 
     report = sub.add_parser("report", help="markdown table of results files beside the paper's numbers")
-    report.add_argument("results", nargs="+", help="results.h5 files and table1.h5 summaries")
+    report.add_argument("results", nargs="+", help="results.h5 files and table1.h5 summaries, or directories")
     report.add_argument("--pair", nargs=2, action="append", default=[], metavar=("ES", "PROXY"),
                         help="also compare two runs' validation curves (Fig. 2), repeatable")
+    report.add_argument("--write", metavar="FILE", help="write the whole reproduction report (every paper "
+                        "claim beside ours, full-scale costs, figures) to FILE, e.g. docs/REPRODUCTION.md")
+    report.add_argument("--bench", default=os.path.join("benchmarks", "out", "aggregation.json"),
+                        help="master-cost benchmark JSON to include, if it exists")
+    report.add_argument("--data-dir", help="MNIST directory (for the throughput measured for costs)")
     report.set_defaults(func=_report)
+
+    plot = sub.add_parser("plot", help="Figures 1-5 (PNG and PDF) from results files")
+    plot.add_argument("results", nargs="+", help="results.h5 files or directories holding them")
+    plot.add_argument("--figure", type=int, action="append", choices=[1, 2, 3, 4, 5],
+                      help="figure to draw (repeatable; default: every figure some run belongs to)")
+    plot.add_argument("--out", default=os.path.join("docs", "figures"), help="output directory")
+    plot.set_defaults(func=_plot)
 
     data = sub.add_parser("data", help="MNIST files: fetch or verify")
     data_sub = data.add_subparsers(required=True, metavar="ACTION")
@@ -153,10 +165,46 @@ def _table1(args):
         print(experiments.table1_markdown(summary))
 
 
+def _plot(args):
+    from hpc_es import plots
+    runs = plots.load_runs(args.results)
+    if not runs:
+        raise _usage_error(f"no results.h5 under {' '.join(args.results)}")
+    wanted = args.figure or sorted(plots.FIGURES)
+    for n in wanted:
+        try:
+            print("wrote " + ", ".join(plots.draw(runs, n, args.out)))
+        except ValueError as err:
+            if args.figure:  # asked for by name: an error; otherwise: say which were left out
+                raise _usage_error(str(err)) from None
+            print(f"skipped: {err}")
+
+
+def _usage_error(message):
+    from hpc_es.io import RunDirError
+    return RunDirError(message)
+
+
 def _report(args):
     from hpc_es import experiments, io
+    if args.write:
+        import json
+
+        from hpc_es import data
+        dataset = data.load_mnist(args.data_dir or None)
+        bench = json.load(open(args.bench)) if args.bench and os.path.exists(args.bench) else None
+        text = experiments.reproduction(args.results, experiments.throughput(dataset), args.write, bench)
+        with open(args.write, "w") as f:
+            f.write(text)
+        print(f"wrote {args.write}")
+        return
     runs, tables = [], []
     for path in args.results:
+        if os.path.isdir(path):
+            from hpc_es.plots import find_results
+            runs += find_results([path])
+            tables += [os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs if f == "table1.h5"]
+            continue
         (tables if path.endswith("table1.h5") else runs).append(path)
     if runs:
         print(experiments.report(runs))

@@ -1,0 +1,84 @@
+"""Figures and the reproduction report, from synthetic results files with known curves."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hpc_es import config, experiments, io, plots
+
+
+def _write(root, name, preset, seed, acc, rho=None, overrides=()):
+    cfg = config.load(preset, [f"run.seed={seed}", *overrides]).to_dict()
+    it = np.arange(1, len(acc) + 1) * 10
+    hist = {"eval_iteration": it, "val_accuracy": np.asarray(acc), "seconds_total": np.ones(len(acc) * 10)}
+    if rho is not None:
+        hist["rho"] = np.full(len(acc) * 10, rho)
+        hist["rho_sgd_self"] = np.full(len(acc) * 10, 0.4)
+    out = os.path.join(root, name)
+    io.save_results(out, cfg, {"completed_iterations": int(it[-1]), "ranks": 2}, hist, np.zeros(4, np.float32))
+    return out
+
+
+@pytest.fixture
+def results(tmp_path):
+    rng = np.random.default_rng(0)
+    for seed in range(4):
+        base = np.linspace(0.1, 0.8, 6) + 0.01 * seed
+        _write(tmp_path, f"es{seed}", "corr_small_local", seed, base, rho=0.09)
+        _write(tmp_path, f"sgd{seed}", "sgd_small_local", seed, base + 0.1)
+        _write(tmp_path, f"proxy{seed}", "proxy_small_local", seed, base + rng.normal(0, 0.005, 6))
+        _write(tmp_path, f"lim{seed}", "limited_small_local", seed, base - 0.02)
+        _write(tmp_path, f"nomb{seed}", "es_nominibatch_small_local", seed, base + 0.03)
+        _write(tmp_path, f"mb{seed}", "es_nominibatch_small_local", seed, base + 0.01, overrides=["es.mode=minibatch"])
+        _write(tmp_path, f"l2{seed}", "es_small99_local", seed, base + 0.05)
+    _write(tmp_path, "es0-again", "corr_small_local", 0, np.zeros(5), rho=0.09)  # seed 0 again, shorter: ignored
+    return str(tmp_path)
+
+
+def test_curves_are_median_and_quartiles_across_seeds(results):
+    runs = plots.load_runs([results])
+    c = plots.curves(runs, 1)
+    sgd = c["SGD (Adam) [small]"]
+    accs = np.array([np.linspace(0.1, 0.8, 6) + 0.01 * s + 0.1 for s in range(4)])
+    assert sgd[4] == 4 and np.array_equal(sgd[0], np.arange(1, 7) * 10)
+    np.testing.assert_allclose(sgd[1], np.median(accs, axis=0))
+    np.testing.assert_allclose(sgd[2], np.percentile(accs, 25, axis=0))
+    np.testing.assert_allclose(sgd[3], np.percentile(accs, 75, axis=0))
+    es = c["ES, N = 500 [small]"]
+    assert es[4] == 4 and es[2].min() > 0.1  # es0-again (seed 0, fewer iterations) is not counted
+    assert set(plots.curves(runs, 3)) == {"ES, N = 500 [small]", "ES, N = 1,000 [small]",
+                                          "limited ES, N = 2,500 (buckets <= 500) [small]"}
+    assert set(plots.curves(runs, 5)) == {"no-mini-batch ES, N = 1,000, L2 0.0002 [small]"}
+
+
+def test_every_figure_is_drawn_and_a_figure_without_runs_is_an_error(results, tmp_path):
+    runs = plots.load_runs([results])
+    for n in plots.FIGURES:
+        for path in plots.draw(runs, n, str(tmp_path / "fig")):
+            assert os.path.getsize(path) > 5000
+    only_sgd = [r for r in runs if r.config["run"]["method"] == "sgd"]
+    with pytest.raises(ValueError, match="figure 5 .*none of the 4 runs"):
+        plots.draw(only_sgd, 5, str(tmp_path / "fig"))
+    proc = subprocess.run([sys.executable, "-m", "hpc_es", "plot", results, "--figure", "3", "--out",
+                           str(tmp_path / "cli")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and os.path.exists(tmp_path / "cli" / "figure3.pdf"), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "hpc_es", "plot", str(tmp_path / "nothing")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nothing: no such file or directory" in proc.stdout
+
+
+def test_reproduction_report_lists_every_claim_and_keeps_hand_notes(results, tmp_path):
+    timing = {k: 0.01 for k in ("tf_offspring", "tf_sgd_step", "tf_validate", "small_offspring", "small_sgd_step",
+                                "small_validate", "tf_base_pass", "tf_limited_offspring")}
+    target = tmp_path / "REPRODUCTION.md"
+    target.write_text("old\n<!-- notes -->\nmy verdicts\n<!-- /notes -->\n")
+    text = experiments.reproduction([results], timing, str(target))
+    for claim in ("Mini-batch ES final accuracy", "SGD final accuracy", "rho(g_ES, g_true)", "SGD self-correlation",
+                  "ES and its proxy", "Limited vs full", "No-mini-batch vs mini-batch", "L2 2e-4"):
+        assert claim in text, claim
+    assert "my verdicts" in text and "| `es_tf_paper` | `jobs/slurm/es_tf_paper.sbatch` | 5 |" in text
+    # es_tf_paper: 5 runs x 2,000 x (10,000 x 0.01 + 0.01 + 1.2) s
+    assert f"{5 * 2000 * (100 + 0.01 + 1.2) / 3600:,.0f} |" in text
+    assert "| Mini-batch ES final accuracy (Fig. 1) | 96.99%" in text
