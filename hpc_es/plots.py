@@ -159,10 +159,16 @@ def draw(runs, figure, out_dir, formats=("png", "pdf")):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     if rho:
+        from hpc_es import analysis, nets
         ax2 = axes[0][1]
+        configs = {name: next(iter(by_seed.values())).config for name, by_seed in group(runs, figure).items()}
         for name, (x, med, q25, q75, n) in rho.items():
             line, = ax2.plot(x, 100 * med, label=f"{name} (median of {n})", linewidth=0.8)
             ax2.fill_between(x, 100 * q25, 100 * q75, color=line.get_color(), alpha=0.25, linewidth=0)
+            cfg = configs[name]
+            theory = analysis.expected_rho(cfg["es"]["n_offspring"] / 2, nets.build(cfg["net"]["arch"]).n_params)
+            ax2.axhline(100 * theory, color=line.get_color(), linestyle="--", linewidth=1,
+                        label=f"theory sqrt(n / (n + P + 1)) = {100 * theory:.2f}%")
         ax2.set_xlabel("iteration")
         ax2.set_ylabel("rho(g_ES, g_true) (%)")
         ax2.set_title("gradient correlation (Eq. 3)", fontsize=10)
