@@ -22,7 +22,8 @@ import numpy as np
 
 from hpc_es import faults
 
-SCHEMA = 1
+SCHEMA = 2  # 2: every file carries the SHA-256 of its datasets
+READABLE_SCHEMAS = (1, 2)  # 1: files of earlier versions, read without a digest to check
 RESULTS, CHECKPOINT, PREV_CHECKPOINT = "results.h5", "checkpoint.h5", "checkpoint.prev.h5"
 NEW_CHECKPOINT = CHECKPOINT + ".new"  # complete, but a save was cut between its two renames
 RUN_FILES = (RESULTS, CHECKPOINT, NEW_CHECKPOINT, PREV_CHECKPOINT)
@@ -218,6 +219,8 @@ def _read_history(group):
 
 
 def _verify(f):
+    if f.attrs.get("schema") == 1:
+        return  # written before files carried a digest
     if _digest(_payload(f)) != f.attrs.get("sha256"):
         raise RunDirError("content does not match its SHA-256 (damaged)")
 
@@ -256,8 +259,8 @@ def load_checkpoint(out):
             continue
         try:
             with h5py.File(path, "r") as f:
-                if f.attrs.get("schema") != SCHEMA or f.attrs.get("kind") != "checkpoint":
-                    raise RunDirError(f"schema {f.attrs.get('schema')}, expected {SCHEMA}")
+                if f.attrs.get("schema") not in READABLE_SCHEMAS or f.attrs.get("kind") != "checkpoint":
+                    raise RunDirError(f"schema {f.attrs.get('schema')}, expected one of {READABLE_SCHEMAS}")
                 _verify(f)
                 found.append({
                     "path": path,
@@ -294,8 +297,8 @@ def read_results(path):
 
     try:
         with h5py.File(path, "r") as f:
-            if f.attrs.get("kind") != "results" or f.attrs.get("schema") != SCHEMA:
-                raise RunDirError(f"{path}: not an hpc_es results file of schema {SCHEMA} (kind "
+            if f.attrs.get("kind") != "results" or f.attrs.get("schema") not in READABLE_SCHEMAS:
+                raise RunDirError(f"{path}: not an hpc_es results file of schema {READABLE_SCHEMAS} (kind "
                                   f"{f.attrs.get('kind')!r}, schema {f.attrs.get('schema')!r})")
             _verify(f)
             res = {key: f.attrs[key] for key in f.attrs if key != "sha256"}
