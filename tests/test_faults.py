@@ -329,3 +329,18 @@ def test_fault_spec_is_validated(monkeypatch):
     monkeypatch.setenv("HPC_ES_FAULT", "")
     assert not faults.armed()
     monkeypatch.setattr(faults, "_spec", None)
+
+
+def test_files_of_the_earlier_schema_are_read_and_a_missing_digest_is_not(tmp_path):
+    import h5py
+    out = str(tmp_path)
+    theta = np.arange(10, dtype=np.float32)
+    io.save_results(out, {"a": 1}, {"completed_iterations": 1}, {"loss": [1.0]}, theta)
+    path = os.path.join(out, io.RESULTS)
+    with h5py.File(path, "r+") as f:
+        del f.attrs["sha256"]
+    with pytest.raises(io.RunDirError, match="does not match its SHA-256"):
+        io.read_results(path)  # schema 2 without its digest: refused
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema"] = 1
+    assert np.array_equal(io.read_results(path)["theta"], theta)  # written before digests existed
