@@ -203,9 +203,9 @@ def _report(args):
         if os.path.isdir(path):
             from hpc_es.plots import find_results
             runs += find_results([path])
-            tables += [os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs if f == "table1.h5"]
+            tables += find_results([path], experiments.TABLE1)
             continue
-        (tables if path.endswith("table1.h5") else runs).append(path)
+        (tables if path.endswith(experiments.TABLE1) else runs).append(path)
     if runs:
         print(experiments.report(runs))
     for path in tables:

@@ -15,6 +15,7 @@ from hpc_es import comm as comm_mod, config, io, train
 from hpc_es.paper import PAPER
 
 log = logging.getLogger(__name__)
+TABLE1 = "table1.h5"
 
 
 def table1(comm, base_cfg, rhos, runs, out, dataset=None):
@@ -41,7 +42,7 @@ def table1(comm, base_cfg, rhos, runs, out, dataset=None):
     summary["iterations"] = base_cfg.run.iterations
     summary["net"] = base_cfg.net.arch
     if comm.Get_rank() == 0:
-        io.save_summary(os.path.join(out, "table1.h5"), "table1", summary,
+        io.save_summary(os.path.join(out, TABLE1), "table1", summary,
                         {f"accuracy/{m}": row["runs"] for m, row in summary["methods"].items()})
     comm.Barrier()
     return summary
@@ -247,8 +248,7 @@ def reproduction(paths, timing, write_to=None, bench=None):
 
     from hpc_es import analysis, plots
     runs = plots.load_runs(paths)
-    tables = [os.path.join(root, f) for p in paths if os.path.isdir(p)
-              for root, _, files in os.walk(p) for f in files if f == "table1.h5"]
+    tables = plots.find_results([p for p in paths if os.path.isdir(p)], TABLE1)
     rows = []
 
     def row(claim, paper, ours, setup):

@@ -42,15 +42,17 @@ class Run:
         return self.config["run"]["seed"]
 
 
-def find_results(paths):
-    """results.h5 files named or found under the given paths (sorted); a path that is neither is an error."""
+def find_results(paths, name=io.RESULTS):
+    """Files called ``name`` (results.h5 by default) named or found under the given paths
+    (sorted); a path that is neither is an error."""
     found = []
     for path in paths:
         if os.path.isdir(path):
             for root, _, files in os.walk(path):
-                found += [os.path.join(root, f) for f in files if f == io.RESULTS]
+                found += [os.path.join(root, f) for f in files if f == name]
         elif os.path.isfile(path):
-            found.append(path)
+            if os.path.basename(path) == name or name == io.RESULTS:
+                found.append(path)
         else:
             raise io.RunDirError(f"{path}: no such file or directory")
     return sorted(found)
