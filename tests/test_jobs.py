@@ -67,26 +67,50 @@ def test_local_script_runs_then_resumes(mnist_dir, tmp_path):
 
 
 # ---- a real Slurm --------------------------------------------------------------------------
-def _slurm_up():
+RANKS = 2  # every Slurm test job runs on this many tasks of the one node
+
+
+def _slurm_cpus():
+    """CPUs of the idle/usable Slurm node(s), or None when no Slurm answers `sinfo`."""
     try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=20).returncode == 0
+        out = subprocess.run(["sinfo", "-h", "-o", "%c %t"], capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        return None
+    if out.returncode != 0:
+        return None
+    cpus = [int(line.split()[0]) for line in out.stdout.splitlines()
+            if line.split() and line.split()[0].isdigit() and line.split()[1] in ("idle", "mix", "alloc")]
+    return max(cpus, default=0)
+
+
+def _start_env():
+    """The environment for starting local Slurm daemons. Importing hpc_es sets OMP_NUM_THREADS=1
+    for this process, and GNU ``nproc`` honours it: a Slurm configured from inside pytest would
+    declare a one-CPU node, and a two-task job would stay pending for ever (it did, in CI)."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT"):
+        env.pop(var, None)
+    return env
 
 
 @pytest.fixture(scope="module")
 def slurm():
-    if not _slurm_up() and os.environ.get("HPC_ES_LOCAL_SLURM"):
-        subprocess.run(["bash", os.environ["HPC_ES_LOCAL_SLURM"], "start"], check=False, timeout=600)
-    if not _slurm_up():
-        message = "no Slurm answers `sinfo`; set HPC_ES_LOCAL_SLURM to a script that starts one"
+    script = os.environ.get("HPC_ES_LOCAL_SLURM")
+    if script and (_slurm_cpus() or 0) < RANKS:
+        if _slurm_cpus() is not None:  # up, but unusable for RANKS tasks (e.g. configured with too few CPUs)
+            subprocess.run(["bash", script, "stop"], check=False, timeout=60, env=_start_env())
+        subprocess.run(["bash", script, "start"], check=False, timeout=600, env=_start_env())
+    cpus = _slurm_cpus()
+    if cpus is None or cpus < RANKS:
+        message = ("no Slurm answers `sinfo`; set HPC_ES_LOCAL_SLURM to a script that starts one" if cpus is None
+                   else f"the Slurm node offers {cpus} CPU(s) (`sinfo -o %c`); these tests submit {RANKS}-task jobs")
         if os.environ.get("HPC_ES_REQUIRE_SLURM") == "1":
             pytest.fail(message)
         pytest.skip(message)
 
 
 def _sbatch(tmp_path, name, args, **env):
-    out = subprocess.run(["sbatch", "--parsable", "-n", "2", "--array=0", "-J", name,
+    out = subprocess.run(["sbatch", "--parsable", "-n", str(RANKS), "--array=0", "-J", name,
                           f"--output={tmp_path}/%x-%A_%a.out", os.path.join(ROOT, "jobs", "slurm", "es_tf_paper.sbatch")],
                          capture_output=True, text=True, timeout=60, cwd=ROOT,
                          env=_env(HPC_ES_RUNS=str(tmp_path / "runs"), HPC_ES_PRESET="es_small_local",
@@ -95,24 +119,42 @@ def _sbatch(tmp_path, name, args, **env):
     return out.stdout.strip().split(";")[0]
 
 
-def _state(job):
-    """The job's state (sacct is not configured on a bare Slurm: scontrol, while it remembers)."""
+def _job(job):
+    """`scontrol show job` as a dict (sacct is not configured on a bare Slurm; scontrol remembers
+    a job for a few minutes after it ends)."""
     out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
-    for word in out.split():
-        if word.startswith("JobState="):
-            return word.split("=", 1)[1]
-    return "GONE"
+    return dict(word.split("=", 1) for word in out.split() if "=" in word)
+
+
+def _state(job):
+    return _job(job).get("JobState", "GONE")
+
+
+def _stuck(job, pending_since, seconds=120):
+    """Fails the test, with Slurm's reason, when a job has been pending for `seconds`: on a one-node
+    Slurm with nothing else queued a job that does not start in that time never will. A requeued
+    job waits for its BeginTime (Slurm holds it back about two minutes): that is not stuck."""
+    info = _job(job)
+    if info.get("JobState") != "PENDING" or info.get("Reason") == "BeginTime":
+        return time.time()
+    if time.time() - pending_since > seconds:
+        subprocess.run(["scancel", job], timeout=30)
+        nodes = subprocess.run(["sinfo", "-N", "-o", "%N %c %t %E"], capture_output=True, text=True,
+                               timeout=20).stdout
+        pytest.fail(f"job {job} pending for {seconds} s, reason {info.get('Reason')}; nodes:\n{nodes}")
+    return pending_since
 
 
 def _wait(job, states, seconds=300):
-    deadline = time.time() + seconds
+    deadline, pending_since = time.time() + seconds, time.time()
     while time.time() < deadline:
         state = _state(job)
         if state in states:
             return state
+        pending_since = _stuck(job, pending_since)
         time.sleep(1)
     subprocess.run(["scancel", job], timeout=30)
-    pytest.fail(f"job {job} not in {states} after {seconds} s (state {_state(job)})")
+    pytest.fail(f"job {job} not in {states} after {seconds} s (state {_state(job)}, reason {_job(job).get('Reason')})")
 
 
 def _log(tmp_path, name):
@@ -138,10 +180,12 @@ def test_usr1_then_requeue_checkpoints_and_resumes_to_the_uninterrupted_theta(sl
     iterations = 60
     args = TINY + f" --set run.iterations={iterations}"
     job = _sbatch(tmp_path, "hpcespre", args, HPC_ES_DATA=mnist_dir, HPC_ES_REQUEUE="0")
-    deadline = time.time() + 300
+    deadline, pending_since = time.time() + 300, time.time()
     while "iter 3/" not in _log(tmp_path, "hpcespre"):
-        assert time.time() < deadline and _state(job) in ("PENDING", "RUNNING", "CONFIGURING"), \
-            _log(tmp_path, "hpcespre")
+        state = _state(job)
+        assert time.time() < deadline and state in ("PENDING", "RUNNING", "CONFIGURING"), \
+            f"state {state}, reason {_job(job).get('Reason')}\n" + _log(tmp_path, "hpcespre")
+        pending_since = _stuck(job, pending_since)
         time.sleep(0.2)
     subprocess.run(["scancel", "--signal=USR1", job], check=True, timeout=30)
     _wait(job, {"COMPLETED", "FAILED", "CANCELLED"})
