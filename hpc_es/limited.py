@@ -100,9 +100,7 @@ class DeltaEvaluator:
     def set_base(self, theta, x, y):
         """Cache every layer's input and pre-bias output for (theta, x, y); returns the base loss."""
         net = self.net
-        net._check_theta(theta)
-        xs, scale = net._prepare(x)
-        self.y = net._check_labels(y, xs.shape[0])
+        xs, scale, self.y = net.check_batch(theta, x, y)
         key = (xs.shape[0], theta.dtype.str)
         if key != self._key:
             self._allocate(*key)

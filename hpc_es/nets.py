@@ -124,9 +124,7 @@ class Net:
         Evaluated in near-equal chunks of at most :attr:`forward_chunk` images when the net
         has one (see :func:`_forward_chunk`): the ES hot path.
         """
-        self._check_theta(theta)
-        xs, scale = self._prepare(x)
-        y = self._check_labels(y, xs.shape[0])
+        xs, scale, y = self.check_batch(theta, x, y)
         batch = xs.shape[0]
         n_chunks = -(-batch // self.forward_chunk) if self.forward_chunk else 1
         total = 0.0
@@ -139,9 +137,7 @@ class Net:
 
     def loss_and_grad(self, theta, x, y, l2=0.0, out=None):
         """(loss, exact gradient (n_params,) like theta); ``out`` receives the gradient if given."""
-        self._check_theta(theta)
-        xs, scale = self._prepare(x)
-        y = self._check_labels(y, xs.shape[0])
+        xs, scale, y = self.check_batch(theta, x, y)
         grad = np.empty_like(theta) if out is None else out
         if grad.shape != theta.shape or grad.dtype != theta.dtype or not grad.flags.c_contiguous:
             raise ValueError(f"out: expected a C-contiguous {theta.dtype} array of shape {theta.shape}")
@@ -180,6 +176,14 @@ class Net:
     def accuracy(self, theta, x, y, chunk=100):
         """Fraction of (x, y) classified correctly (e.g. the whole 10,000-image test set)."""
         return self.n_correct(theta, x, y, chunk) / x.shape[0]
+
+    def check_batch(self, theta, x, y):
+        """(images, pixel scale, int64 labels) for a loss on (x, y) at theta, after the checks
+        every evaluation makes; a ValueError names what is wrong. For evaluators built on this
+        net (e.g. :class:`hpc_es.limited.DeltaEvaluator`)."""
+        self._check_theta(theta)
+        xs, scale = self._prepare(x)
+        return xs, scale, self._check_labels(y, xs.shape[0])
 
     # ---- internals ----------------------------------------------------------------------
     def _forward(self, theta, x, scale, backward):
