@@ -328,17 +328,17 @@ def aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
             acc, part = acc_all[:m], part_all[:m]
             acc[:] = 0.0
             q = k
-            while q + 8 <= end:
+            while q < end:  # eight slices per pass, then the last (< 8) one by one
                 part[:] = 0.0
-                _axpy8(part, table, offsets, weights, q, a - start, m)
+                if q + 8 <= end:
+                    _axpy8(part, table, offsets, weights, q, a - start, m)
+                    q += 8
+                else:
+                    while q < end:
+                        _axpy1(part, table, offsets[q] + a - start, weights[q], m)
+                        q += 1
                 for j in range(m):
                     acc[j] += part[j]
-                q += 8
-            while q < end:
-                w, src = np.float32(weights[q]), table[offsets[q] + a - start:offsets[q] + b - start]
-                for j in range(m):
-                    acc[j] += np.float64(w * src[j])
-                q += 1
             dst = out[a - lo:b - lo]
             for j in range(m):
                 dst[j] = acc[j]
