@@ -220,6 +220,15 @@ def _groups(runs, figure, select=None):
     return dict(sorted(out.items()))
 
 
+def _training_key(cfg):
+    """What must match for a full-perturbation run to be the comparator of a limited one (Fig. 3):
+    everything that shapes training except the population and how it perturbs (es.n_offspring,
+    es.perturbation and the bucket settings: what the comparison varies) and the seed."""
+    es = cfg["es"]
+    return (repr(sorted(cfg["net"].items())), cfg["data"]["batch_size"], repr(sorted(cfg["optim"].items())),
+            es["sigma"], es["antithetic"], es["fitness"], es["mode"], cfg["run"]["method"], cfg["run"]["iterations"])
+
+
 def _final(runs):
     acc = [r.history["val_accuracy"][-1] for r in runs if len(r.history.get("val_accuracy", []))]
     return np.array(acc)
@@ -310,11 +319,11 @@ def reproduction(paths, timing, write_to=None, bench=None):
         if not lk.startswith("limited"):
             continue
         net = lv[0].config["net"]["arch"]
-        full = [v for k, v in fig3.items() if not k.startswith("limited") and v[0].config["net"]["arch"] == net
-                and v[0].config["run"]["iterations"] == lv[0].config["run"]["iterations"]]
+        full = [v for k, v in fig3.items()
+                if not k.startswith("limited") and _training_key(v[0].config) == _training_key(lv[0].config)]
         claim, paper = "Limited vs full perturbation (Fig. 3)", "no significant difference, p = 0.75 (50,000 x 5,000 vs 10,000)"
         if full:
-            fv = max(full, key=len)  # the full-perturbation curve of this net with the most seeds
+            fv = max(full, key=len)  # of the full-perturbation curves trained alike, the one with most seeds
             p = wilcoxon(*_paired(lv, fv))
             row(claim, paper, f"limited {_acc_text(lv)} vs full N = {fv[0].config['es']['n_offspring']:,} "
                 f"{_acc_text(fv)}; paired Wilcoxon p = {_p(p)}", _setup(lv))

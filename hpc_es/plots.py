@@ -79,11 +79,29 @@ def label(cfg):
         text = ("no-mini-batch ES" if es["mode"] == "nominibatch" else "ES") + f", N = {es['n_offspring']:,}"
         if es.get("perturbation") == "limited":
             text = "limited " + text + f" (buckets <= {es['bucket_size']:,})"
-        if cfg["optim"]["l2"]:
-            text += f", L2 {cfg['optim']['l2']:g}"
     else:
         text = method
-    return f"{text} [{net}]"
+    return f"{text}{''.join(', ' + s for s in _departures(cfg))} [{net}]"
+
+
+def _departures(cfg):
+    """The training settings of ``cfg`` that differ from the paper's (Sec. 4), in words: runs
+    that differ in any of them never share a curve."""
+    optim, es, method = cfg["optim"], cfg["es"], cfg["run"]["method"]
+    out = []
+    if method in ("es", "population") and es["sigma"] != 0.002:
+        out.append(f"sigma {es['sigma']:g}")
+    if method in ("es", "population") and es["fitness"] != "raw":
+        out.append(f"fitness {es['fitness']}")
+    if optim["name"] != "adam":
+        out.append(f"optimizer {optim['name']}")
+    if optim["lr"] != 1e-3:
+        out.append(f"lr {optim['lr']:g}")
+    if cfg["data"]["batch_size"] != 50:
+        out.append(f"batch {cfg['data']['batch_size']}")
+    if optim["l2"]:
+        out.append(f"L2 {optim['l2']:g}")
+    return out
 
 
 def selects(figure, cfg):
