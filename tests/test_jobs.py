@@ -68,6 +68,7 @@ def test_local_script_runs_then_resumes(mnist_dir, tmp_path):
 
 # ---- a real Slurm --------------------------------------------------------------------------
 RANKS = 2  # every Slurm test job runs on this many tasks of the one node
+JOB_NAMES = ("hpcesfinish", "hpcespre")  # the jobs these tests submit
 
 
 def _slurm_cpus():
@@ -101,6 +102,9 @@ def slurm():
             subprocess.run(["bash", script, "stop"], check=False, timeout=60, env=_start_env())
         subprocess.run(["bash", script, "start"], check=False, timeout=600, env=_start_env())
     cpus = _slurm_cpus()
+    if cpus is not None:  # jobs an interrupted earlier session left queued would hold the node
+        for name in JOB_NAMES:
+            subprocess.run(["scancel", f"--name={name}"], check=False, timeout=30)
     if cpus is None or cpus < RANKS:
         message = ("no Slurm answers `sinfo`; set HPC_ES_LOCAL_SLURM to a script that starts one" if cpus is None
                    else f"the Slurm node offers {cpus} CPU(s) (`sinfo -o %c`); these tests submit {RANKS}-task jobs")
