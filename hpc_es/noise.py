@@ -48,3 +48,49 @@ def sample_offsets(rng, count, length, size):
     if length > size:
         raise ValueError(f"noise table of {size} floats is shorter than a perturbation of {length}")
     return rng.integers(0, size - length + 1, size=count, dtype=np.int64)
+
+
+class TableSpectrum:
+    """Aggregation by FFT (the stretch of issue 4): ``g[j] = sum_k w_k table[o_k + j]``, j < n_out,
+    in time independent of the number of perturbations.
+
+    g is the cross-correlation of the table with the sparse vector R (``R[o_k] += w_k``, zero
+    elsewhere). For every term ``o_k + j < L`` (a perturbation's window lies inside the table),
+    so the circular correlation of length L has no wrap-around and equals g on j < n_out:
+    ``g = irfft(conj(rfft(R)) * rfft(table))[:n_out]``. The table's spectrum is computed once
+    (``L/2 + 1`` complex64, as large as the table); each aggregation then costs one forward and
+    one inverse real FFT of length L plus a scatter of the N weights, whatever N. In float32
+    (numpy >= 2 transforms float32 in single precision); the error is relative to the size
+    of g as a whole, about ``eps32 * log2(L)`` (tested against a float64 sum).
+
+    The direct kernel (:func:`hpc_es.kernels.aggregate_dense`) costs N x n_out multiply-adds and
+    shards over ranks; this does not shard (every rank would transform the whole table), so it
+    pays only for populations far beyond the paper's 10,000 on few ranks:
+    ``benchmarks/fft_aggregation.py`` measures the crossover.
+    """
+
+    def __init__(self, table):
+        table = np.asarray(table)
+        if table.ndim != 1 or table.dtype != np.float32 or table.size < 2:
+            raise ValueError(f"table: expected a float32 vector of >= 2 floats, got {table.dtype} {table.shape}")
+        self.size = table.size
+        self.spectrum = np.fft.rfft(table)
+
+    def aggregate(self, offsets, weights, n_out):
+        """g (float32, n_out) = sum_k ``weights[k] * table[offsets[k] : offsets[k] + n_out]``."""
+        offsets, weights = np.asarray(offsets), np.asarray(weights)
+        if offsets.ndim != 1 or offsets.shape != weights.shape or offsets.dtype.kind not in "iu":
+            raise ValueError(f"offsets and weights: expected equal-length 1-D integer offsets and weights, "
+                             f"got {offsets.dtype} {offsets.shape} and {weights.dtype} {weights.shape}")
+        if not 1 <= n_out <= self.size:
+            raise ValueError(f"n_out={n_out}: expected 1..{self.size} (the table's length)")
+        if offsets.size and (offsets.min() < 0 or offsets.max() > self.size - n_out):
+            raise ValueError(f"offsets must lie in 0..{self.size - n_out} (table {self.size:,} floats, windows "
+                             f"of {n_out:,}), got {offsets.min()}..{offsets.max()}")
+        r = np.zeros(self.size, np.float32)
+        np.add.at(r, offsets, weights.astype(np.float32))
+        spec = np.fft.rfft(r)
+        del r
+        np.conjugate(spec, out=spec)
+        spec *= self.spectrum
+        return np.fft.irfft(spec, self.size)[:n_out].copy()

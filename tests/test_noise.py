@@ -79,3 +79,40 @@ def test_one_copy_per_node():
     comm.parallel_assert(world, seen == 12345.0, "ranks of one node do not share the table memory")
     shared.free()
     node.Free()
+
+
+@pytest.mark.parametrize("n", [1, 7, 3000])
+def test_fft_aggregation_equals_the_direct_sum(n):
+    """TableSpectrum against a float64 sum and the direct numba kernel. Float32 FFTs of length
+    L err by about eps32 * log2(L) relative to the size of g (rms); duplicates add up."""
+    from hpc_es import kernels
+    rng = np.random.default_rng(n)
+    L, P = 200_003, 5_000  # L prime: not a power of two, so no special fast path hides a bug
+    table = noise.build_table(7, L)
+    offsets = np.sort(rng.integers(0, L - P + 1, n))
+    offsets[-1] = L - P  # the last window ends at the table's last float: no wrap-around may leak in
+    if n > 1:
+        offsets[0] = offsets[1]  # a repeated offset
+    weights = rng.standard_normal(n)
+    ref = sum(w * table[o:o + P].astype(np.float64) for o, w in zip(offsets, weights))
+    g = noise.TableSpectrum(table).aggregate(offsets, weights, P)
+    assert g.dtype == np.float32 and g.shape == (P,)
+    rms = np.sqrt(np.mean(ref ** 2))
+    bound = np.finfo(np.float32).eps * np.log2(L) * rms
+    assert np.sqrt(np.mean((g - ref) ** 2)) < bound
+    assert np.abs(g - ref).max() < 6 * bound
+    direct = np.empty(P, np.float32)
+    kernels.aggregate_dense(table, offsets, weights, direct)
+    assert np.abs(g - direct).max() < 6 * bound
+
+
+def test_fft_aggregation_rejects_windows_outside_the_table():
+    spectrum = noise.TableSpectrum(noise.build_table(7, 1000))
+    with pytest.raises(ValueError, match=r"offsets must lie in 0..900 .*got 0..901"):
+        spectrum.aggregate(np.array([0, 901]), np.ones(2), 100)
+    with pytest.raises(ValueError, match="n_out=1001"):
+        spectrum.aggregate(np.array([0]), np.ones(1), 1001)
+    with pytest.raises(ValueError, match="equal-length"):
+        spectrum.aggregate(np.array([0, 1]), np.ones(3), 10)
+    with pytest.raises(ValueError, match="float32 vector"):
+        noise.TableSpectrum(np.zeros(10))
