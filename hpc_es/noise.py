@@ -93,8 +93,8 @@ class TableSpectrum:
         if self._scatter is None:
             self._scatter = np.zeros(self.size, np.float32)
         r = self._scatter
-        np.add.at(r, offsets, weights.astype(np.float32))
         try:
+            np.add.at(r, offsets, weights.astype(np.float32))
             spec = self._fft.rfft(r)
         finally:
             r[offsets] = 0.0

@@ -79,8 +79,12 @@ def _slurm_cpus():
         return None
     if out.returncode != 0:
         return None
-    cpus = [int(line.split()[0]) for line in out.stdout.splitlines()
-            if line.split() and line.split()[0].isdigit() and line.split()[1] in ("idle", "mix", "alloc")]
+    cpus = []
+    for line in out.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0].isdigit() and "*" not in fields[1]:  # '*': not responding
+            if fields[1].rstrip("~#!%$@^-+") in ("idle", "mix", "alloc", "comp"):
+                cpus.append(int(fields[0]))
     return max(cpus, default=0)
 
 

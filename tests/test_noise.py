@@ -116,3 +116,26 @@ def test_fft_aggregation_rejects_windows_outside_the_table():
         spectrum.aggregate(np.array([0, 1]), np.ones(3), 10)
     with pytest.raises(ValueError, match="float32 vector"):
         noise.TableSpectrum(np.zeros(10))
+
+
+def test_fft_aggregation_calls_are_independent(monkeypatch):
+    """The scatter vector is kept between calls: nothing of one call may reach the next, even
+    after a call that failed half-way (here: the FFT running out of memory)."""
+    rng = np.random.default_rng(3)
+    table = noise.build_table(7, 50_000)
+    spectrum = noise.TableSpectrum(table)
+    first, second = rng.integers(0, 49_000, 50), rng.integers(0, 49_000, 40)
+    spectrum.aggregate(first, rng.standard_normal(50), 1000)
+
+    class NoMemory:
+        def rfft(self, x):
+            raise MemoryError("no room for the spectrum")
+
+    fft = spectrum._fft
+    monkeypatch.setattr(spectrum, "_fft", NoMemory())
+    with pytest.raises(MemoryError):
+        spectrum.aggregate(first[:20], rng.standard_normal(20), 1000)
+    monkeypatch.setattr(spectrum, "_fft", fft)
+    w = rng.standard_normal(40)
+    np.testing.assert_array_equal(spectrum.aggregate(second, w, 1000),
+                                  noise.TableSpectrum(table).aggregate(second, w, 1000))
