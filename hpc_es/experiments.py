@@ -255,7 +255,7 @@ def reproduction(paths, timing, write_to=None, bench=None):
     benchmark's JSON ``bench``. A ``<!-- notes -->`` block already in ``write_to`` is kept."""
     import time
 
-    from hpc_es import analysis, plots
+    from hpc_es import analysis, nets, plots
     runs = plots.load_runs(paths)
     tables = plots.find_results([p for p in paths if os.path.isdir(p)], TABLE1)
     rows = []
@@ -277,7 +277,7 @@ def reproduction(paths, timing, write_to=None, bench=None):
     for r in corr:
         by_setup.setdefault((r.config["net"]["arch"], r.config["es"]["n_offspring"]), []).append(r)
     for (net, n), group_runs in sorted(by_setup.items()):
-        P = 28_938 if net == "small" else 3_274_634
+        P = nets.build(net).n_params
         rho = np.mean([np.mean(r.history["rho"]) for r in group_runs])
         row("rho(g_ES, g_true), Eq. 3", "3.9% (N = 10,000, P = 3,274,634; theory 3.90%)",
             f"{100 * rho:.2f}% (theory for this N and P: {100 * analysis.expected_rho(n / 2, P):.2f}%)",
@@ -308,7 +308,7 @@ def reproduction(paths, timing, write_to=None, bench=None):
                     f"{summary['net']}, {summary['iterations']:,} it.")
     for r in runs:
         if "population_n" in r.history:
-            P = 28_938 if r.config["net"]["arch"] == "small" else 3_274_634
+            P = nets.build(r.config["net"]["arch"]).n_params
             target = r.config["population"]["target_rho"]
             row(f"Population for rho = {100 * target:.0f}%", "~274,000 (tf_tutorial; theory 272,900)",
                 f"{int(r.history['population_n'][-1]):,} at rho {100 * r.history['population_rho'][-1]:.1f}% "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpc_es import io
+from hpc_es import config, io
 
 FIGURES = {
     1: "Mini-batch ES vs SGD",
@@ -85,23 +85,16 @@ def label(cfg):
 
 
 def _departures(cfg):
-    """The training settings of ``cfg`` that differ from the paper's (Sec. 4), in words: runs
-    that differ in any of them never share a curve."""
-    optim, es, method = cfg["optim"], cfg["es"], cfg["run"]["method"]
-    out = []
-    if method in ("es", "population") and es["sigma"] != 0.002:
-        out.append(f"sigma {es['sigma']:g}")
-    if method in ("es", "population") and es["fitness"] != "raw":
-        out.append(f"fitness {es['fitness']}")
-    if optim["name"] != "adam":
-        out.append(f"optimizer {optim['name']}")
-    if optim["lr"] != 1e-3:
-        out.append(f"lr {optim['lr']:g}")
-    if cfg["data"]["batch_size"] != 50:
-        out.append(f"batch {cfg['data']['batch_size']}")
-    if optim["l2"]:
-        out.append(f"L2 {optim['l2']:g}")
-    return out
+    """The training settings of ``cfg`` that differ from the paper's (the config defaults, Sec. 4),
+    in words: runs that differ in any of them never share a curve."""
+    paper = config.Config().to_dict()
+    method = cfg["run"]["method"]
+    keys = [("es", "sigma"), ("es", "fitness")] if method in ("es", "population") else []
+    keys += [("optim", "name"), ("optim", "lr"), ("data", "batch_size"), ("optim", "l2")]
+    names = {"name": "optimizer", "batch_size": "batch", "l2": "L2"}
+    return [f"{names.get(key, key)} {cfg[section][key]:g}" if isinstance(cfg[section][key], float)
+            else f"{names.get(key, key)} {cfg[section][key]}"
+            for section, key in keys if cfg[section][key] != paper[section][key]]
 
 
 def selects(figure, cfg):
