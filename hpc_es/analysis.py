@@ -63,3 +63,18 @@ def proxy_gradient(g_true, rho, g_noise, out):
     np.multiply(g_noise, m, out=out)
     out += g_true
     return out
+
+
+def wilcoxon(a, b):
+    """Two-sided paired Wilcoxon signed-rank p-value of samples a, b (scipy), or None without
+    scipy or without a non-zero difference."""
+    try:
+        from scipy.stats import wilcoxon as _wilcoxon
+    except ImportError:
+        import logging
+        logging.getLogger(__name__).warning("scipy not installed (pip install 'hpc_es[stats]'): no Wilcoxon test")
+        return None
+    diff = np.asarray(a) - np.asarray(b)
+    if len(diff) < 2 or not diff.any():
+        return None
+    return float(_wilcoxon(a, b).pvalue)

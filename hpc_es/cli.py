@@ -1,23 +1,42 @@
-"""``hpc-es`` command line: train, data fetch / verify, presets.
+"""``hpc-es`` command line: train, table1, report, plot, data fetch / verify, presets.
 
 Heavy modules (numpy, numba kernels) are imported inside the commands, after ``--threads``
-has set the thread variables, so the thread count takes effect for BLAS too.
+has set the thread variables, so the thread count takes effect for BLAS too. Every bad input
+(an option, a config value, the data, the run directory, a thread variable) ends in one
+line on rank 0 naming the culprit and exit code 2, on every rank alike.
 """
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with errors as one line, printed once (rank 0 under a launcher), exit code 2."""
+
+    def error(self, message):
+        from hpc_es import comm
+        if comm.rank_from_environment() == 0:
+            sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        sys.exit(comm.leave(2))
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
     args = parser.parse_args(argv)
-    if getattr(args, "threads", None):
+    from hpc_es import comm, threads
+    try:
+        threads.check_environment()
+    except ValueError as err:
+        parser.error(str(err))
+    if getattr(args, "threads", None) is not None:
+        threads.set_threads(args.threads)
         os.environ["HPC_ES_THREADS"] = str(args.threads)
-        from hpc_es.threads import set_threads
-        set_threads(args.threads)
     _setup_logging(args.verbose)
+    args.command_line = "hpc-es " + shlex.join(argv)
     from hpc_es.config import ConfigError
     from hpc_es.data import DataError
     from hpc_es.io import RunDirError
@@ -27,26 +46,13 @@ def main(argv=None):
     except Preempted as err:
         if _rank() == 0:
             logging.getLogger("hpc_es").warning("%s", err)
-        return _leave_together(PREEMPTED_EXIT_CODE)
+        return comm.leave(PREEMPTED_EXIT_CODE)
     except (ConfigError, DataError, RunDirError, FloatingPointError) as err:
-        # Every rank reaches the same verdict from the same input; rank 0 says it once.
+        # Every rank reaches the same verdict (shared input, a broadcast or an agreement), and
+        # the message names the rank where it matters; rank 0 says it once.
         log = logging.getLogger("hpc_es")
-        (log.error if _rank() == 0 or not isinstance(err, ConfigError) else log.debug)("%s", err)
-        return _leave_together(2)
-
-
-def _leave_together(code):
-    """Exit with ``code`` after an outcome every rank shares (they all got here). ``python -m
-    mpi4py`` would turn a non-zero exit into MPI_Abort, which srun reports as a cancelled step
-    with killed tasks instead of the code; so finalize MPI here and leave with the code itself."""
-    mpi = sys.modules.get("mpi4py.MPI")
-    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized() or mpi.COMM_WORLD.Get_size() == 1:
-        return code
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    mpi.Finalize()
-    os._exit(code)
+        (log.error if _rank() == 0 else log.debug)("%s", err)
+        return comm.leave(2)
 
 
 def _rank():
@@ -54,8 +60,23 @@ def _rank():
     return comm.world().Get_rank()
 
 
+def _threads(text):
+    """--threads: a positive integer, or 0 for one thread per available CPU."""
+    text = text.strip()
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer, or 0 for one thread per "
+                                         f"available CPU")
+    return int(text)
+
+
+def _positive(text):
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return int(text)
+
+
 def _parser():
-    parser = argparse.ArgumentParser(prog="hpc-es", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="hpc-es", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
@@ -65,21 +86,25 @@ def _parser():
                        help="override one setting, e.g. --set run.iterations=100 (repeatable)")
     train.add_argument("--out", help="run directory for results.h5 and checkpoints "
                        "(default: runs/<config>-<date>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                       help="continue the run in --out from its last checkpoint; --resume auto: continue if "
+                       "there is a checkpoint, else start (job scripts)")
     train.add_argument("--force", action="store_true", help="overwrite another run's files in --out")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
     train.add_argument("--data-dir", help="MNIST directory (default: $HPC_ES_DATA, else the user cache)")
-    train.add_argument("--threads", type=int, help="BLAS and numba threads per process (default 1)")
+    train.add_argument("--threads", type=_threads, help="BLAS and numba threads per process (default 1; "
+                       "0: one per CPU available to the rank)")
     train.set_defaults(func=_train)
 
     table1 = sub.add_parser("table1", help="Table 1: SGD vs ES proxies over several seeds (runs spread over ranks)")
     table1.add_argument("config", help="base preset or .toml (e.g. sgd_small_local)")
     table1.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     table1.add_argument("--rhos", default="0.04,0.2", help="proxy correlations (paper: 0.04,0.2)")
-    table1.add_argument("--runs", type=int, default=20, help="seeds per method (paper: 20)")
+    table1.add_argument("--runs", type=_positive, default=20, help="seeds per method (paper: 20)")
     table1.add_argument("--out", required=True, help="directory for per-run results and table1.json")
     table1.add_argument("--data-dir", help="MNIST directory")
-    table1.add_argument("--threads", type=int, help="BLAS and numba threads per process (default 1)")
+    table1.add_argument("--threads", type=_threads, help="BLAS and numba threads per process (default 1; "
+                        "0: one per CPU available to the rank)")
     table1.set_defaults(func=_table1)
 
     report = sub.add_parser("report", help="markdown table of results files beside the paper's numbers")
@@ -97,7 +122,8 @@ def _parser():
     plot.add_argument("results", nargs="+", help="results.h5 files or directories holding them")
     plot.add_argument("--figure", type=int, action="append", choices=[1, 2, 3, 4, 5],
                       help="figure to draw (repeatable; default: every figure some run belongs to)")
-    plot.add_argument("--out", default=os.path.join("docs", "figures"), help="output directory")
+    plot.add_argument("--out", help="output directory (default: figures/ in the directory that holds all "
+                      "the results files)")
     plot.set_defaults(func=_plot)
 
     data = sub.add_parser("data", help="MNIST files: fetch or verify")
@@ -125,7 +151,7 @@ def _setup_logging(verbose):
 
 
 def _train(args):
-    from hpc_es import comm, config, train
+    from hpc_es import comm, config, experiments, train
     cfg = _load_config(args)
     world = comm.world()
     comm.install_excepthook(world)
@@ -135,7 +161,9 @@ def _train(args):
             raise config.ConfigError("--resume needs --out DIR (the run directory to continue)")
         stem = os.path.splitext(os.path.basename(args.config))[0]
         out = world.bcast(os.path.join("runs", time.strftime(f"{stem}-%Y%m%d-%H%M%S")), root=0)
-    theta, history = train.run(cfg, world, out=out, resume=args.resume, force=args.force, quiet=args.quiet)
+    run = experiments.population if cfg.run.method == "population" else train.run
+    theta, history = run(cfg, world, out=out, resume=args.resume, force=args.force, quiet=args.quiet,
+                         command=args.command_line)
     if world.Get_rank() == 0 and cfg.run.method == "population":
         n, rho = history["population_n"][-1], history["population_rho"][-1]
         verdict = "reached" if history["population_reached"][0] else "NOT reached"
@@ -144,40 +172,47 @@ def _train(args):
               f"results in {os.path.join(out, 'results.h5')}")
     elif world.Get_rank() == 0:
         seconds = sum(history["seconds_total"])
-        print(f"final test accuracy: {100 * history['val_accuracy'][-1]:.2f}% ({cfg.net.arch}, "
-              f"{cfg.run.method}/{cfg.optim.name}, {cfg.run.iterations} iterations, {world.Get_size()} "
-              f"rank(s), {seconds:.1f} s; results in {os.path.join(out, 'results.h5')})")
+        size = world.Get_size()
+        print(f"final validation accuracy (10,000 test images): {100 * history['val_accuracy'][-1]:.2f}% "
+              f"({cfg.net.arch}, {cfg.run.method}/{cfg.optim.name}, {cfg.run.iterations} iterations, {size} "
+              f"rank{'' if size == 1 else 's'}, {seconds:.1f} s of training; results in "
+              f"{os.path.join(out, 'results.h5')})")
 
 
 def _table1(args):
-    from hpc_es import comm, config, experiments
+    from hpc_es import comm, config, experiments, report
     cfg = _load_config(args)
     try:
         rhos = [float(r) for r in args.rhos.split(",")]
     except ValueError:
         raise config.ConfigError(f"--rhos {args.rhos!r}: expected comma-separated numbers in (0, 1]") from None
-    if not all(0 < r <= 1 for r in rhos) or args.runs < 1:
-        raise config.ConfigError(f"--rhos {args.rhos!r} / --runs {args.runs}: expected rhos in (0, 1] and runs >= 1")
+    if not all(0 < r <= 1 for r in rhos):
+        raise config.ConfigError(f"--rhos {args.rhos!r}: expected comma-separated numbers in (0, 1]")
     world = comm.world()
     comm.install_excepthook(world)
     summary = experiments.table1(world, cfg, rhos, args.runs, args.out)
     if world.Get_rank() == 0:
-        print(experiments.table1_markdown(summary))
+        print(report.table1_markdown(summary))
 
 
 def _plot(args):
-    from hpc_es import plots
-    runs = plots.load_runs(args.results)
+    from hpc_es import plots, runs as runs_mod
+    runs = runs_mod.load_runs(args.results)
     if not runs:
         raise _usage_error(f"no results.h5 under {' '.join(args.results)}")
+    out = args.out or plots.default_out_dir([r.path for r in runs])
     wanted = args.figure or sorted(plots.FIGURES)
     for n in wanted:
         try:
-            print("wrote " + ", ".join(plots.draw(runs, n, args.out)))
+            print("wrote " + ", ".join(plots.draw(runs, n, out)))
         except ValueError as err:
             if args.figure:  # asked for by name: an error; otherwise: say which were left out
                 raise _usage_error(str(err)) from None
             print(f"skipped: {err}")
+            continue
+        absent = plots.missing(runs, n)
+        if absent:
+            print(f"  figure {n} compares, but no run given is: {', '.join(absent)}")
 
 
 def _usage_error(message):
@@ -186,14 +221,14 @@ def _usage_error(message):
 
 
 def _report(args):
-    from hpc_es import experiments, io
+    from hpc_es import io, report
     if args.write:
         import json
 
         from hpc_es import data
         dataset = data.load_mnist(args.data_dir or None)
         bench = json.load(open(args.bench)) if args.bench and os.path.exists(args.bench) else None
-        text = experiments.reproduction(args.results, experiments.throughput(dataset), args.write, bench)
+        text = report.reproduction(args.results, report.throughput(dataset), args.write, bench)
         with open(args.write, "w") as f:
             f.write(text)
         print(f"wrote {args.write}")
@@ -201,17 +236,17 @@ def _report(args):
     runs, tables = [], []
     for path in args.results:
         if os.path.isdir(path):
-            from hpc_es.plots import find_results
+            from hpc_es.runs import find_results
             runs += find_results([path])
-            tables += find_results([path], experiments.TABLE1)
+            tables += find_results([path], report.TABLE1)
             continue
-        (tables if path.endswith(experiments.TABLE1) else runs).append(path)
+        (tables if path.endswith(report.TABLE1) else runs).append(path)
     if runs:
-        print(experiments.report(runs))
+        print(report.report(runs))
     for path in tables:
-        print("\n" + experiments.table1_markdown(io.read_summary(path)[1]))
+        print("\n" + report.table1_markdown(io.read_summary(path)[1]))
     for a, b in args.pair:
-        c = experiments.paired_curves(a, b)
+        c = report.paired_curves(a, b)
         print(f"\nvalidation curves of {a} and {b} at {c['points']} common points: correlation "
               f"{c['curve_correlation']:.4f}, of their changes {c['change_correlation']:.4f}, "
               f"mean |difference| {100 * c['mean_abs_difference']:.2f} points")
@@ -231,8 +266,21 @@ def _verify(args):
 
 
 def _presets(args):
-    from hpc_es import config
-    print("presets:", " ".join(config.presets()))
+    from hpc_es import config, runs
+    print("presets (hpc-es train NAME; the first comment lines of hpc_es/presets/NAME.toml say more):")
+    for name in config.presets():
+        cfg = config.load(name).to_dict()
+        net, it = cfg["net"]["arch"], f"{cfg['run']['iterations']:,} iterations"
+        if name.startswith("table1"):
+            what = f"Table 1 (run with `hpc-es table1`): SGD and ES proxies on {net}, {it} per run"
+        elif cfg["run"]["method"] == "population":
+            pc = cfg["population"]
+            what = (f"pseudo-offspring needed for rho = {100 * pc['target_rho']:g}% on {net}, "
+                    f"+{pc['step']:,} at a time")
+        else:
+            what = f"{runs.describe(cfg)} on {net}, {it}"
+        print(f"  {name:28s} {what}")
+    print("\nconfig keys (--set section.key=value), with their defaults (the paper's values):")
     print(config.describe())
 
 

@@ -6,6 +6,8 @@ serial stand-in); nothing here holds a module-level communicator. When mpi4py is
 calls with single-process semantics.
 """
 import logging
+import os
+import socket
 import sys
 import traceback
 
@@ -53,6 +55,57 @@ def split_range(n, rank, size):
     base, extra = divmod(n, size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
+
+
+def share_counts(n, size):
+    """(size,) int64: how many of n items each rank gets from :func:`split_range` (the
+    ``counts`` of :func:`allgatherv`)."""
+    return np.array([b - a for a, b in (split_range(n, r, size) for r in range(size))], np.int64)
+
+
+def rank_from_environment():
+    """This process's world rank as the launcher announced it, without initialising MPI
+    (for messages printed before or without MPI, e.g. a bad command line); 0 if none did."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_rank()
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def leave(code):
+    """Exit the process with ``code`` after an outcome every rank shares (they all call this).
+
+    ``python -m mpi4py`` turns a non-zero exit into ``MPI_Abort``, which srun reports as a
+    cancelled step with killed tasks instead of the code; so MPI is finalized here and the
+    process leaves with the code itself. Returns ``code`` when MPI is not in use.
+    """
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized() or mpi.COMM_WORLD.Get_size() == 1:
+        return code
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    mpi.Finalize()
+    os._exit(code)
+
+
+def library_versions():
+    """{"mpi4py": version, "mpi": the MPI library's first version line}, None where absent."""
+    try:
+        import mpi4py
+        from mpi4py import MPI
+    except ImportError:
+        return {"mpi4py": None, "mpi": None}
+    return {"mpi4py": mpi4py.__version__, "mpi": MPI.Get_library_version().splitlines()[0]}
+
+
+def hostnames(comm):
+    """Collective over ``comm``: the sorted distinct host names of all ranks."""
+    return sorted(set(comm.allgather(socket.gethostname())))
 
 
 def parallel_assert(comm, condition, message):

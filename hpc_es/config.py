@@ -6,10 +6,16 @@ work starts, and its dict is what results record. Every rejection names the key,
 and what is allowed.
 """
 import dataclasses
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+
+from hpc_es.es import FITNESS
+from hpc_es.limited import CHOICES as BUCKET_CHOICES
+from hpc_es.nets import ARCHITECTURES, INIT_SCHEMES
+from hpc_es.optim import OPTIMIZERS
 
 
 class ConfigError(ValueError):
@@ -24,8 +30,8 @@ def _opt(default, doc, choices=None, lo=None, hi=None):
 @dataclass(frozen=True)
 class NetConfig:
     arch: str = _opt("tf_tutorial", "the paper's 3,274,634- (tf_tutorial) or 28,938-parameter (small) CNN",
-                     choices=("tf_tutorial", "small"))
-    init: str = _opt("tf", "init: TF tutorial (trunc. normal std 0.1, biases 0.1) or He", choices=("tf", "he"))
+                     choices=tuple(ARCHITECTURES))
+    init: str = _opt("tf", "init: TF tutorial (trunc. normal std 0.1, biases 0.1) or He", choices=INIT_SCHEMES)
     init_seed: int = _opt(0, "seed of the initial theta", lo=0, hi=2**63 - 1)
 
 
@@ -38,7 +44,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = _opt("adam", "optimizer (paper: adam)", choices=("adam", "sgd"))
+    name: str = _opt("adam", "optimizer (paper: adam)", choices=OPTIMIZERS)
     lr: float = _opt(1e-3, "learning rate alpha (paper: 1e-3)", lo=0.0, hi=10.0)
     l2: float = _opt(0.0, "L2 coefficient: loss += l2/2 * sum(w^2) over weights (paper, 99% run: 2e-4)",
                      lo=0.0, hi=1.0)
@@ -54,7 +60,7 @@ class ESConfig:
     sigma: float = _opt(0.002, "perturbation std sigma (paper: 0.002)", lo=1e-12, hi=10.0)
     antithetic: bool = _opt(True, "mirrored pairs (+eps, -eps); N must then be even")
     fitness: str = _opt("raw", "raw rewards (paper) or centered ranks (Salimans et al.)",
-                        choices=("raw", "centered_ranks"))
+                        choices=FITNESS)
     mode: str = _opt("minibatch", "one shared mini-batch per iteration, or a random subset per perturbation "
                      "(no-mini-batch ES, Sec. 4.2)", choices=("minibatch", "nominibatch"))
     perturbation: str = _opt("full", "each pseudo-offspring perturbs all of theta, or one randomly chosen bucket "
@@ -64,7 +70,7 @@ class ESConfig:
                             "cross a tensor", lo=1, hi=10**9)
     bucket_choice: str = _opt("uniform", "limited perturbation: draw buckets uniformly (paper) or in "
                               "proportion to their size; the estimator weights by 1/p either way",
-                              choices=("uniform", "size"))
+                              choices=BUCKET_CHOICES)
     delta: bool = _opt(True, "limited perturbation: evaluate offspring from cached activations of theta "
                        "(only the layers from the bucket's up)")
     aggregation: str = _opt("sharded", "every rank computes g_ES for its slice of theta, then Allgatherv (P floats), "
@@ -204,8 +210,7 @@ def _check_combination(cfg, origin):
     if cfg.es.antithetic and cfg.es.n_offspring % 2:
         raise ConfigError(f"{origin}: es.n_offspring = {cfg.es.n_offspring}: must be even with "
                           f"es.antithetic = true (N counts both members of each pair)")
-    from hpc_es.nets import build
-    n_params = build(cfg.net.arch).n_params
+    n_params = ARCHITECTURES[cfg.net.arch]().n_params
     if cfg.noise.size < n_params:
         raise ConfigError(f"{origin}: noise.size = {cfg.noise.size}: shorter than one perturbation of "
                           f"net.arch = {cfg.net.arch!r} ({n_params} parameters)")
@@ -260,7 +265,10 @@ def _read_source(source):
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"{source}: not valid TOML ({err})") from None
     if source not in presets():
-        raise ConfigError(f"preset {source!r} not found; presets: {presets()} (or give a path to a .toml file)")
+        close = difflib.get_close_matches(source, presets(), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        raise ConfigError(f"preset {source!r} not found; {hint}presets: {', '.join(presets())} "
+                          f"(or give a path to a .toml file)")
     return tomllib.loads((resources.files("hpc_es") / "presets" / f"{source}.toml").read_text())
 
 

@@ -196,13 +196,12 @@ def idx_bytes(array):
 
 # ---- HDF5 cache ---------------------------------------------------------------------------
 def write_cache(dataset, path):
-    """Write ``dataset`` to an HDF5 cache at ``path`` atomically (temporary file + rename)."""
+    """Write ``dataset`` to an HDF5 cache at ``path`` atomically (:func:`hpc_es.io.atomic_write`)."""
     import h5py
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".mnist-", suffix=".h5.tmp", dir=directory)
-    os.close(fd)
-    try:
+    from hpc_es.io import atomic_write
+
+    def write(tmp):
         with h5py.File(tmp, "w") as f:
             f.attrs["schema"] = CACHE_SCHEMA
             f.attrs["format"] = "hpc_es MNIST cache"
@@ -210,11 +209,8 @@ def write_cache(dataset, path):
                 f.create_dataset(key, data=array.astype(np.uint8))
                 f[key].attrs["sha256"] = hashlib.sha256(idx_bytes(array)).hexdigest()
                 f[key].attrs["idx_name"] = FILES[key]
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def read_cache(path, verify=True):

@@ -88,6 +88,14 @@ class Population:
         return self.batch if self.batch.ndim == 1 else self.batch[self.member[i]]
 
 
+def antithetic_members(n):
+    """(member (n,) int64, sign (n,) float32) of n offspring in antithetic pairs: offspring 2k
+    and 2k+1 use perturbation k with signs +1 and -1."""
+    member = np.arange(n, dtype=np.int64) // 2
+    sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    return member, sign
+
+
 def sample_population(es_cfg, seed, t, n_params, table_size, n_train, batch_size, buckets=None):
     """Draw iteration t's population (identical on every rank). ``buckets`` (a
     :class:`hpc_es.limited.Buckets`) is required when ``es_cfg.perturbation == "limited"``."""
@@ -102,8 +110,7 @@ def sample_population(es_cfg, seed, t, n_params, table_size, n_train, batch_size
     else:
         offsets = noise.sample_offsets(rng, k, n_params, table_size)
     if es_cfg.antithetic:
-        member = np.arange(n, dtype=np.int64) // 2
-        sign = np.where(np.arange(n) % 2 == 0, 1.0, -1.0).astype(np.float32)
+        member, sign = antithetic_members(n)
     else:
         member = np.arange(n, dtype=np.int64)
         sign = np.ones(n, np.float32)
@@ -158,8 +165,13 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
             seg[:] = theta[start:start + length]
 
 
+FITNESS = ("raw", "centered_ranks")
+
+
 def fitness(rewards, method):
     """Raw rewards (the paper) or centred ranks in [-0.5, 0.5] (Salimans et al. 2017)."""
+    if method not in FITNESS:
+        raise ValueError(f"fitness {method!r}: expected one of {FITNESS}")
     if method == "raw":
         return np.asarray(rewards, np.float64)
     ranks = np.empty(rewards.size, np.float64)

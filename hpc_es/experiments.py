@@ -1,21 +1,32 @@
-"""Experiments made of many runs: Table 1 (SGD vs ES proxies over seeds) and the report.
+"""Experiments that are not one training run: Table 1 (SGD vs ES proxies over seeds) and the
+population needed for a target correlation (Sec. 4). Their reports are in :mod:`hpc_es.report`.
 
 Table 1 (Sec. 4): R seeds of each method (SGD, proxy at each rho) for T iterations on the
 same mini-batch sequence per seed; final validation accuracy mean and std per method, and
 paired Wilcoxon signed-rank tests between methods (runs with one seed share their
 initialisation and mini-batches, so they pair naturally). Under MPI the runs are spread over
 the ranks, each run serial (`SerialComm`), and the accuracies gathered.
+
+Population for a target correlation (Sec. 4, "about 274,000" for 20%): at fixed theta and
+mini-batch, add ``population.step`` pseudo-offspring at a time and re-estimate g_ES from all
+of them until rho(g_ES, g_true) reaches the target:
+
+  theta fixed (init or population.theta_from), mini-batch = iteration 0's, g_true once
+  block b = 0, 1, ...:  offsets from stream (seed, b, NOISE_STREAM); this rank evaluates its
+                        share of the block's offspring; Allgatherv rewards; every rank adds the
+                        block's unscaled sum_i sign_i r_i eps_i to a float64 running sum S
+                        rho = pearson(S, g_true)  (scale-free: S / (N sigma) = g_ES over all N)
 """
 import logging
 import os
+import time
 
 import numpy as np
 
-from hpc_es import comm as comm_mod, config, io, train
-from hpc_es.paper import PAPER
+from hpc_es import analysis, comm as comm_mod, config, es, io, noise, steps, train
+from hpc_es.report import TABLE1
 
 log = logging.getLogger(__name__)
-TABLE1 = "table1.h5"
 
 
 def table1(comm, base_cfg, rhos, runs, out, dataset=None):
@@ -58,21 +69,8 @@ def summarize(accuracies, methods, runs):
     tests = {}
     for i, a in enumerate(methods):
         for b in methods[i + 1:]:
-            tests[f"{a} vs {b}"] = wilcoxon(table[a]["runs"], table[b]["runs"])
+            tests[f"{a} vs {b}"] = analysis.wilcoxon(table[a]["runs"], table[b]["runs"])
     return {"methods": table, "wilcoxon_p": tests}
-
-
-def wilcoxon(a, b):
-    """Two-sided paired Wilcoxon signed-rank p-value (scipy), or None without scipy / data."""
-    try:
-        from scipy.stats import wilcoxon as _wilcoxon
-    except ImportError:
-        log.warning("scipy not installed (pip install 'hpc_es[stats]'): no Wilcoxon test")
-        return None
-    diff = np.asarray(a) - np.asarray(b)
-    if len(diff) < 2 or not diff.any():
-        return None
-    return float(_wilcoxon(a, b).pvalue)
 
 
 def _merge(base, overrides):
@@ -82,339 +80,60 @@ def _merge(base, overrides):
     return out
 
 
-def table1_markdown(summary):
-    paper = {"sgd": PAPER["table1_sgd"], "proxy_0.04": PAPER["table1_proxy_4"], "proxy_0.2": PAPER["table1_proxy_20"]}
-    lines = [f"Table 1 ({summary['net']}, {summary['iterations']} iterations, "
-             f"{len(next(iter(summary['methods'].values()))['runs'])} runs each)", "",
-             "| method | mean val. accuracy | std | paper (40,000 it., 20 runs) |", "| --- | ---: | ---: | ---: |"]
-    for m, row in summary["methods"].items():
-        ref = f"{paper[m][0]:.2f}%" if m in paper else "-"
-        lines.append(f"| {m} | {100 * row['mean']:.2f}% | {100 * row['std']:.2f}% | {ref} |")
-    lines += ["", "| paired Wilcoxon signed-rank | p |", "| --- | ---: |"]
-    for pair, p in summary["wilcoxon_p"].items():
-        lines.append(f"| {pair} | {'n/a' if p is None else f'{p:.3g}'} |")
-    return "\n".join(lines)
 
 
-def report(paths):
-    """A markdown table of what each results file measured, beside the paper's figure."""
-    lines = ["| run | net | method | N | iterations | final val. acc. | mean rho | mean SGD self-rho | "
-             "population N (rho) | paper |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for path in paths:
-        res = io.read_results(path)
-        cfg, h = res["config"], res["history"]
-        method, net = cfg["run"]["method"], cfg["net"]["arch"]
-        n = cfg["es"]["n_offspring"] if method == "es" else "-"
-        acc = f"{100 * h['val_accuracy'][-1]:.2f}%" if "val_accuracy" in h and len(h["val_accuracy"]) else "-"
-        rho = f"{100 * np.mean(h['rho']):.2f}%" if "rho" in h else "-"
-        self_rho = f"{100 * np.mean(h['rho_sgd_self']):.2f}%" if "rho_sgd_self" in h else "-"
-        pop = (f"{int(h['population_n'][-1]):,} ({100 * h['population_rho'][-1]:.1f}%)"
-               if "population_n" in h else "-")
-        lines.append(f"| {os.path.basename(os.path.dirname(os.path.abspath(path)))} | {net} | {method} | {n} | "
-                     f"{res.get('completed_iterations', '-')} | {acc} | {rho} | {self_rho} | {pop} | "
-                     f"{_paper_ref(cfg)} |")
-    lines += ["", "Paper figures (Zhang, Clune & Stanley 2017):", ""]
-    lines += [f"- {key}: {v:,} {unit} ({where}: {what})" for key, (v, unit, where, what) in PAPER.items()]
-    return "\n".join(lines)
+def population(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet=False, command=""):
+    """Collective over ``comm``: the population-for-rho experiment of ``cfg`` (run.method =
+    "population", see the module doc); returns (theta, history) on every rank, the history
+    holding the curve ``population_n``, ``population_rho`` and ``population_rho_theory``.
+    The arguments are :func:`hpc_es.train.run`'s; there is no checkpoint to resume."""
+    if resume is True:
+        raise config.ConfigError("run.method = 'population' writes no checkpoint: nothing to --resume")
+    with train.session(cfg, comm, out, False, force, dataset, quiet, True, command) as s:
+        if cfg.population.theta_from:
+            s.theta[:] = io.load_theta(cfg.population.theta_from, s.net.n_params)
+        history = _population_curve(s)
+        if out and s.comm.Get_rank() == 0:
+            io.save_results(out, cfg.to_dict(), {**s.meta, "completed_iterations": len(history["population_n"])},
+                            history, s.theta)
+        s.comm.Barrier()
+        return s.theta, history
 
 
-def paired_curves(path_a, path_b):
-    """How alike two runs' validation curves are (Fig. 2: ES vs its proxy on one mini-batch
-    sequence): Pearson correlation of the accuracies at their common validation points, and
-    of their iteration-to-iteration changes (the fluctuations), plus the mean |difference|."""
-    ha, hb = io.read_results(path_a)["history"], io.read_results(path_b)["history"]
-    common, ia, ib = np.intersect1d(ha["eval_iteration"], hb["eval_iteration"], return_indices=True)
-    a, b = np.asarray(ha["val_accuracy"])[ia], np.asarray(hb["val_accuracy"])[ib]
-    from hpc_es.analysis import pearson
-    return {"points": int(common.size), "curve_correlation": pearson(a, b),
-            "change_correlation": pearson(np.diff(a), np.diff(b)) if common.size > 2 else float("nan"),
-            "mean_abs_difference": float(np.mean(np.abs(a - b)))}
-
-
-def _paper_ref(cfg):
-    method, net, es = cfg["run"]["method"], cfg["net"]["arch"], cfg["es"]
-    if net == "tf_tutorial" and method == "sgd":
-        return "98.69% (SGD, 2,000 it.)"
-    if net == "tf_tutorial" and method == "es":
-        return "97.44% (no-mini-batch)" if es["mode"] == "nominibatch" else "96.99%, rho 3.9% (N = 10,000)"
-    if method == "population":
-        return "~274,000 for 20% (tf_tutorial)"
-    if net == "small" and method == "es" and es["mode"] == "nominibatch":
-        return "98.7% / 99% (N = 10,000 / 50,000)"
-    return "-"
-
-
-# ---- the reproduction report (docs/REPRODUCTION.md) ----------------------------------------
-NOTES_BEGIN, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
-MIN_ITERATIONS_FOR_ACCURACY = 20
-
-# Paper-scale experiments: (preset, runs, what one run costs in units measured by `throughput`).
-# Per iteration: N offspring evaluations, one validation on 10,000 test images (eval_every = 1),
-# and one dense aggregation (1.2 s of one core, benchmarks/aggregation.py), spread over the ranks.
-FULL_SCALE = [
-    ("es_tf_paper", "jobs/slurm/es_tf_paper.sbatch", 5, lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2)),
-    ("corr_tf_paper", "jobs/slurm/corr_tf_paper.sbatch", 1,
-     lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2 + t["tf_sgd_step"])),
-    ("sgd_tf_paper", "jobs/slurm/sgd_tf_paper.sbatch", 5, lambda t: 2000 * t["tf_sgd_step"] + 8 * t["tf_validate"]),
-    ("proxy_tf_paper", "jobs/slurm/proxy_tf_paper.sbatch", 1, lambda t: 2000 * (t["tf_sgd_step"] + t["tf_validate"])),
-    ("table1_tf_paper", "jobs/slurm/table1_tf_paper.sbatch", 60, lambda t: 40_000 * t["tf_sgd_step"] + t["tf_validate"]),
-    ("population_tf_paper", "jobs/slurm/population_tf_paper.sbatch", 1, lambda t: 276_000 * t["tf_offspring"]),
-    ("limited_tf_paper", "jobs/slurm/limited_tf_paper.sbatch", 5,
-     lambda t: 2000 * (50_000 * t["tf_limited_offspring"] + 500 * t["tf_base_pass"] + t["tf_validate"] + 0.04)),
-    ("es_nominibatch_tf_paper", "jobs/slurm/es_nominibatch_tf_paper.sbatch", 5,
-     lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2)),
-    ("es_small99_paper", "jobs/slurm/es_small99_paper.sbatch", 1,
-     lambda t: 2000 * (50_000 * t["small_offspring"] + t["small_validate"] + 0.02)),
-]
-
-
-def throughput(dataset):
-    """Seconds per unit of work on one core here (batch 50): an offspring (full forward), a
-    limited offspring under the uniform bucket draw (delta evaluation), the base pass, an SGD
-    step (forward + backward + Adam) and a validation pass over the 10,000 test images."""
-    import time
-
-    from hpc_es import limited, nets, noise, optim
-
-    def clock(fn, repeats):
-        fn()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return (time.perf_counter() - start) / repeats
-
-    x, y = dataset.train_images[:50], dataset.train_labels[:50]
-    out = {}
-    for name in ("tf_tutorial", "small"):
-        net = nets.build(name)
-        theta = net.init_theta(0)
-        short = "tf" if name == "tf_tutorial" else "small"
-        out[f"{short}_offspring"] = clock(lambda: net.loss(theta, x, y), 10)
-        opt = optim.build(config.OptimConfig(), net.n_params)
-        g = np.empty_like(theta)
-        out[f"{short}_sgd_step"] = clock(lambda: opt.step(theta, net.grad(theta, x, y, out=g)), 5)
-        out[f"{short}_validate"] = clock(lambda: net.n_correct(theta, dataset.test_images[:1000],
-                                                               dataset.test_labels[:1000]), 1) * 10
-    net = nets.build("tf_tutorial")
-    theta = net.init_theta(0)
-    buckets = limited.partition(net.layout, 5000)
-    ev = limited.DeltaEvaluator(net)
-    out["tf_base_pass"] = clock(lambda: ev.set_base(theta, x, y), 3)
-    table = noise.build_table(0, 2_000_000)
-    ids = np.random.default_rng(0).integers(0, buckets.count, 400)
-    out["tf_limited_offspring"] = clock(lambda: [ev.loss(buckets.start[m], buckets.size[m], table, 7, 0.002)
-                                                for m in ids], 1) / ids.size
-    return out
-
-
-def _groups(runs, figure, select=None):
-    """{label: [runs]} of one figure, one run per seed, optionally filtered."""
-    from hpc_es import plots
-    keep = (lambda run: True) if select is None else (lambda run: select(run.config))
-    out = {}
-    for iterations in sorted({r.config["run"]["iterations"] for r in runs}):  # a curve per length, too
-        same = [r for r in runs if r.config["run"]["iterations"] == iterations]
-        for k, v in plots.group(same, figure, keep).items():
-            out[f"{k} {iterations} it."] = list(v.values())
-    return dict(sorted(out.items()))
-
-
-def _training_key(cfg):
-    """What must match for a full-perturbation run to be the comparator of a limited one (Fig. 3):
-    everything that shapes training except the population and how it perturbs (es.n_offspring,
-    es.perturbation and the bucket settings: what the comparison varies) and the seed."""
-    es = cfg["es"]
-    return (repr(sorted(cfg["net"].items())), cfg["data"]["batch_size"], repr(sorted(cfg["optim"].items())),
-            es["sigma"], es["antithetic"], es["fitness"], es["mode"], cfg["run"]["method"], cfg["run"]["iterations"])
-
-
-def _final(runs):
-    acc = [r.history["val_accuracy"][-1] for r in runs if len(r.history.get("val_accuracy", []))]
-    return np.array(acc)
-
-
-def _acc_text(runs):
-    acc = _final(runs)
-    if not acc.size:
-        return "-"
-    spread = f" (range {100 * acc.min():.2f}-{100 * acc.max():.2f})" if acc.size > 1 else ""
-    return f"{100 * np.median(acc):.2f}%{spread}, {acc.size} run{'s' if acc.size > 1 else ''}"
-
-
-def _setup(runs):
-    cfg = runs[0].config
-    n = f", N = {cfg['es']['n_offspring']:,}" if cfg["run"]["method"] == "es" else ""
-    wall = np.mean([r.seconds for r in runs])
-    return f"{cfg['net']['arch']}{n}, {cfg['run']['iterations']:,} it., {runs[0].ranks} rank(s), {wall:.0f} s per run"
-
-
-def reproduction(paths, timing, write_to=None, bench=None):
-    """The markdown of docs/REPRODUCTION.md from results under ``paths`` (and a table1.h5 if
-    found), the per-unit ``timing`` of :func:`throughput`, and optionally the master-cost
-    benchmark's JSON ``bench``. A ``<!-- notes -->`` block already in ``write_to`` is kept."""
-    import time
-
-    from hpc_es import analysis, nets, plots
-    runs = plots.load_runs(paths)
-    tables = plots.find_results([p for p in paths if os.path.isdir(p)], TABLE1)
-    rows = []
-
-    def row(claim, paper, ours, setup):
-        rows.append(f"| {claim} | {paper} | {ours} | {setup} |")
-
-    for name, group_runs in _groups(runs, 1).items():
-        if max(r.config["run"]["iterations"] for r in group_runs) < MIN_ITERATIONS_FOR_ACCURACY:
-            continue  # a measurement run (e.g. rho at N = 10,000 for a few iterations), not a training curve
-        if name.startswith("SGD"):
-            row("SGD final accuracy (Fig. 1)", "98.69% (tf_tutorial, 2,000 it.)", _acc_text(group_runs),
-                _setup(group_runs))
-        else:
-            row("Mini-batch ES final accuracy (Fig. 1)", "96.99% (tf_tutorial, N = 10,000, 2,000 it., 5 runs)",
-                _acc_text(group_runs), _setup(group_runs))
-    corr = [r for r in runs if "rho" in r.history and r.config["run"]["method"] == "es"]
-    by_setup = {}
-    for r in corr:
-        by_setup.setdefault((r.config["net"]["arch"], r.config["es"]["n_offspring"]), []).append(r)
-    for (net, n), group_runs in sorted(by_setup.items()):
-        P = nets.build(net).n_params
-        rho = np.mean([np.mean(r.history["rho"]) for r in group_runs])
-        row("rho(g_ES, g_true), Eq. 3", "3.9% (N = 10,000, P = 3,274,634; theory 3.90%)",
-            f"{100 * rho:.2f}% (theory for this N and P: {100 * analysis.expected_rho(n / 2, P):.2f}%)",
-            _setup(group_runs))
-        self_rho = [np.mean(r.history["rho_sgd_self"]) for r in group_runs if "rho_sgd_self" in r.history]
-        if self_rho:
-            row("SGD self-correlation (two random mini-batches)", "39.04% (mean over training)",
-                f"{100 * np.mean(self_rho):.2f}%", _setup(group_runs))
-    proxies = [r for r in runs if r.config["run"]["method"] == "proxy"]
-    same = ("seed", "iterations")
-    pairs = [(e, p) for p in proxies for e in corr
-             if all(e.config["run"][k] == p.config["run"][k] for k in same)
-             and e.config["net"]["arch"] == p.config["net"]["arch"]]
-    c = [x for x in (paired_curves(e.path, p.path) for e, p in pairs) if x["points"] > 2]
-    if c:
-        row("ES and its proxy follow the same curve (Fig. 2)", "curves alike, fluctuations shared",
-            f"curve correlation {np.mean([x['curve_correlation'] for x in c]):.4f}, of changes "
-            f"{np.mean([x['change_correlation'] for x in c]):.3f}, mean gap "
-            f"{100 * np.mean([x['mean_abs_difference'] for x in c]):.2f} points ({len(c)} seed pairs)",
-            _setup([p for _, p in pairs]))
-    for path in tables:
-        summary = io.read_summary(path)[1]
-        for m, key in (("sgd", "table1_sgd"), ("proxy_0.04", "table1_proxy_4"), ("proxy_0.2", "table1_proxy_20")):
-            if m in summary["methods"]:
-                r = summary["methods"][m]
-                row(f"Table 1: {m}", f"{PAPER[key][0]:.2f}% (40,000 it., 20 runs)",
-                    f"{100 * r['mean']:.2f}% +- {100 * r['std']:.2f} ({len(r['runs'])} runs)",
-                    f"{summary['net']}, {summary['iterations']:,} it.")
-    for r in runs:
-        if "population_n" in r.history:
-            P = nets.build(r.config["net"]["arch"]).n_params
-            target = r.config["population"]["target_rho"]
-            row(f"Population for rho = {100 * target:.0f}%", "~274,000 (tf_tutorial; theory 272,900)",
-                f"{int(r.history['population_n'][-1]):,} at rho {100 * r.history['population_rho'][-1]:.1f}% "
-                f"(theory for P = {P:,}: {2 * analysis.pairs_for_rho(target, P):,.0f})",
-                f"{r.config['net']['arch']}, {r.seconds:.0f} s")
-    fig3 = _groups(runs, 3)
-    for lk, lv in fig3.items():
-        if not lk.startswith("limited"):
-            continue
-        net = lv[0].config["net"]["arch"]
-        full = [v for k, v in fig3.items()
-                if not k.startswith("limited") and _training_key(v[0].config) == _training_key(lv[0].config)]
-        claim, paper = "Limited vs full perturbation (Fig. 3)", "no significant difference, p = 0.75 (50,000 x 5,000 vs 10,000)"
-        if full:
-            fv = max(full, key=len)  # of the full-perturbation curves trained alike, the one with most seeds
-            p = wilcoxon(*_paired(lv, fv))
-            row(claim, paper, f"limited {_acc_text(lv)} vs full N = {fv[0].config['es']['n_offspring']:,} "
-                f"{_acc_text(fv)}; paired Wilcoxon p = {_p(p)}", _setup(lv))
-        else:
-            row(claim, paper, f"limited {_acc_text(lv)}; no full-perturbation run of {net} at this scale", _setup(lv))
-    if bench:
-        rows_b = bench["rows"]
-        row("Master aggregation, dense (Sec. 4.1)", "~90 s (N = 10,000, P = 3,274,634)",
-            f"{rows_b['dense']['seconds']:.2f} s ({rows_b['dense']['x_bandwidth']:.1f}x read bandwidth)",
-            f"benchmarks/aggregation.py, {bench['machine']['ranks']} rank(s)")
-        row("Master aggregation, limited (Sec. 4.1)", "1.4 s (50,000 x 5,000); 64x faster",
-            f"{rows_b['limited']['seconds']:.3f} s; {bench['dense_over_limited']:.0f}x faster", "same run")
-    fig4 = _groups(runs, 4)
-    nomb = {k: v for k, v in fig4.items() if k.startswith("no-mini-batch")}
-    mb = {k: v for k, v in fig4.items() if k.startswith("ES")}
-    for nk, nv in nomb.items():
-        n = nv[0].config["es"]["n_offspring"]
-        net = nv[0].config["net"]["arch"]
-        match = [v for k, v in mb.items() if v[0].config["es"]["n_offspring"] == n and v[0].config["net"]["arch"] == net]
-        if match:
-            p = wilcoxon(*_paired(nv, match[0]))
-            row("No-mini-batch vs mini-batch ES (Fig. 4)", "97.44% vs 96.99%, p < 0.05 (N = 10,000)",
-                f"{_acc_text(nv)} vs {_acc_text(match[0])}; paired Wilcoxon p = {_p(p)}; curve wiggle "
-                f"{_roughness(nv):.2f} vs {_roughness(match[0]):.2f} points", _setup(nv))
-    for k, v in _groups(runs, 5).items():
-        row("No-mini-batch ES + L2 2e-4, small net (Fig. 5)", "98.7% (N = 10,000), 99% (N = 50,000)",
-            _acc_text(v), _setup(v))
-
-    cost = ["| experiment | job script | runs | projected core-hours (all runs) |", "| --- | --- | ---: | ---: |"]
-    for preset, script, n_runs, seconds in FULL_SCALE:
-        hours = n_runs * seconds(timing) / 3600
-        cost.append(f"| `{preset}` | `{script}` | {n_runs} | {hours:,.1f} |" if hours < 10 else
-                    f"| `{preset}` | `{script}` | {n_runs} | {hours:,.0f} |")
-    units = ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in timing.items())
-    notes = ""
-    if write_to and os.path.exists(write_to):
-        text = open(write_to).read()
-        if NOTES_BEGIN in text and NOTES_END in text:
-            notes = text[text.index(NOTES_BEGIN):text.index(NOTES_END) + len(NOTES_END)]
-    notes = notes or f"{NOTES_BEGIN}\n(What these runs confirm and what they cannot reach: written by hand.)\n{NOTES_END}"
-    figures = [f"![Figure {n}](figures/figure{n}.png)" for n in plots.FIGURES
-               if write_to and os.path.exists(os.path.join(os.path.dirname(write_to), "figures", f"figure{n}.png"))]
-    doc = [
-        "# Reproduction at local scale, beside the paper",
-        "",
-        f"Generated by `hpc-es report {' '.join(paths)} --write {write_to or '-'}` on "
-        f"{time.strftime('%Y-%m-%d')} from {len(runs)} results files; regenerate after new runs. Local runs "
-        "come from `jobs/reproduce_local.sh` (2 MPI ranks, one thread each, on a 2-core machine); paper "
-        "figures are labelled as the paper's.",
-        "",
-        "## Every claim: the paper's number, ours at local scale",
-        "",
-        "| claim | paper | ours (median over runs) | our setup, wall time |",
-        "| --- | --- | --- | --- |",
-        *rows,
-        "",
-        notes,
-        "",
-        "## What the full-scale runs would cost",
-        "",
-        "Projected from the per-core throughput measured when this report was generated (batch 50, one "
-        f"thread): {units}. Core-hours include evaluation, validation every iteration and aggregation; "
-        "they exclude start-up and I/O (checkpoints cost < 1%, docs/RELIABILITY.md). Projections, not "
-        "measurements.",
-        "",
-        *cost,
-        "",
-        "## Figures",
-        "",
-        *figures,
-        "",
-        "## Every run",
-        "",
-        report([r.path for r in runs]).split("\n\nPaper figures")[0],
-    ]
-    return "\n".join(doc) + "\n"
-
-
-def _paired(a, b):
-    """Final accuracies of the seeds two groups share, in seed order."""
-    fa = {r.seed: r.history["val_accuracy"][-1] for r in a}
-    fb = {r.seed: r.history["val_accuracy"][-1] for r in b}
-    seeds = sorted(set(fa) & set(fb))
-    return [fa[s] for s in seeds], [fb[s] for s in seeds]
-
-
-def _p(p):
-    return "n/a (too few paired runs)" if p is None else f"{p:.3g}"
-
-
-def _roughness(runs):
-    """Mean |second difference| of the validation curve, in points: wiggle around the trend
-    (a steadily rising curve scores 0, however steep)."""
-    return 100 * float(np.mean([np.mean(np.abs(np.diff(r.history["val_accuracy"], 2))) for r in runs]))
+def _population_curve(s):
+    cfg, comm, net, theta = s.cfg, s.comm, s.net, s.theta
+    rank, size = comm.Get_rank(), comm.Get_size()
+    pc, sigma, P, table = cfg.population, cfg.es.sigma, net.n_params, s.table.array
+    x, y = s.dataset.train_images, s.dataset.train_labels
+    batch = es.minibatch(cfg.run.seed, 0, len(y), cfg.data.batch_size)
+    g_true = -net.grad(theta, x[batch], y[batch])  # the reward's gradient (cheap: one backward pass)
+    lo, hi = comm_mod.split_range(pc.step, rank, size)
+    counts = comm_mod.share_counts(pc.step, size)
+    mine, rewards = np.empty(hi - lo), np.empty(pc.step)
+    work, block_sum, total = np.empty_like(theta), np.empty_like(theta), np.zeros(P, np.float64)
+    member, sign = es.antithetic_members(pc.step)
+    log.info("population on %s (%d parameters), %d rank%s: +%d offspring per step until rho >= %.3f "
+             "(theory: N = %.0f) or N = %d", net.name, P, size, "" if size == 1 else "s", pc.step, pc.target_rho,
+             2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring)
+    history, n_total, block, rho = {}, 0, 0, 0.0
+    while n_total < pc.max_offspring and rho < pc.target_rho:
+        t0 = time.perf_counter()
+        offsets = noise.sample_offsets(es.stream(cfg.run.seed, block, es.NOISE_STREAM), pc.step // 2, P, cfg.noise.size)
+        pop = es.Population(offsets, member, sign, batch)
+        es.evaluate(net, theta, table, pop, sigma, x, y, lo, hi, mine, work)
+        comm_mod.allgatherv(comm, mine, rewards, counts)
+        steps.check_finite(rewards, block, cfg, "rewards")
+        es.aggregate(table, offsets, es.perturbation_sums(rewards, pop), block_sum)
+        total += block_sum
+        n_total += pc.step
+        block += 1
+        rho = analysis.pearson(total, g_true)
+        theory = float(analysis.expected_rho(n_total / 2, P))
+        for key, value in (("population_n", n_total), ("population_rho", rho), ("population_rho_theory", theory),
+                           ("seconds_total", time.perf_counter() - t0)):
+            history.setdefault(key, []).append(value)
+        if rank == 0 and not s.quiet and (block % cfg.run.log_every == 0 or rho >= pc.target_rho):
+            log.info("N = %d  rho %.2f%%  theory %.2f%%  %.0f offspring/s", n_total, 100 * rho, 100 * theory,
+                     pc.step / history["seconds_total"][-1])
+    history["population_reached"] = [int(rho >= pc.target_rho)]
+    return history

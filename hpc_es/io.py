@@ -138,6 +138,11 @@ def remove_stale_temporaries(out):
                 pass
 
 
+def has_checkpoint(out):
+    """Whether ``out`` holds a checkpoint file (readable or not) that ``--resume`` would try."""
+    return any(os.path.exists(os.path.join(out, n)) for n in (CHECKPOINT, NEW_CHECKPOINT, PREV_CHECKPOINT))
+
+
 def clear_run(out):
     """Remove the run files of a previous run in ``out`` (for --force)."""
     for name in RUN_FILES:
@@ -146,33 +151,46 @@ def clear_run(out):
             os.unlink(path)
 
 
-def _atomic_h5(path, fill, fault=None):
-    """Write an HDF5 file by ``fill(h5file)`` to a temporary name, fsync it, rename it to
-    ``path`` and fsync the directory. ``fault``: (point name, iteration) for :mod:`faults`."""
-    import h5py
-
+def atomic_write(path, write, fault=None):
+    """Create ``path`` atomically: ``write(tmp_path)`` writes a temporary file in the same
+    directory, which is fsynced and renamed to ``path``, then the directory is fsynced. A
+    crash or a full disk leaves the previous ``path`` (if any) intact and no temporary behind
+    (stale ones of a killed writer start with a dot and end in .tmp). ``fault``: (point name,
+    iteration) for :mod:`faults`, fired just before the rename."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; run files are shared like any other output
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; output files are shared like any other
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema"] = SCHEMA
-            fill(f)
-            f.attrs["sha256"] = _digest(_payload(f))
+        write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if fault:
             faults.point(*fault)
         os.replace(tmp, path)
         _fsync_dir(directory)
-    except BaseException as err:
+    except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(err, RuntimeError):  # h5py reports some failed writes (a full disk at close) so
-            raise OSError(getattr(err, "errno", None), f"{path}: {err}") from None
         raise
+
+
+def _atomic_h5(path, fill, fault=None):
+    """Write a run file (HDF5, schema version and SHA-256 digest) by ``fill(h5file)`` with
+    :func:`atomic_write`."""
+    import h5py
+
+    def write(tmp):
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema"] = SCHEMA
+            fill(f)
+            f.attrs["sha256"] = _digest(_payload(f))
+
+    try:
+        atomic_write(path, write, fault)
+    except RuntimeError as err:  # h5py reports some failed writes (a full disk at close) so
+        raise OSError(getattr(err, "errno", None), f"{path}: {err}") from None
 
 
 def _digest(arrays):
@@ -225,12 +243,15 @@ def _verify(f):
         raise RunDirError("content does not match its SHA-256 (damaged)")
 
 
-def save_checkpoint(out, iteration, theta, opt_state, config_dict, history):
-    """Checkpoint after ``iteration`` completed iterations; keeps the previous one."""
+def save_checkpoint(out, iteration, theta, opt_state, config_dict, history, meta=None):
+    """Checkpoint after ``iteration`` completed iterations; keeps the previous one. ``meta``:
+    the run's metadata (start time, ranks, hosts, resumes), kept so a resume can carry it on."""
     def fill(f):
         f.attrs["kind"] = "checkpoint"
         f.attrs["iteration"] = iteration
         f.attrs["config"] = json.dumps(config_dict)
+        if meta is not None:
+            f.attrs["meta"] = json.dumps(meta)
         f.create_dataset("theta", data=theta)
         opt = f.create_group("optimizer")
         for key, value in opt_state.items():
@@ -266,6 +287,7 @@ def load_checkpoint(out):
                     "path": path,
                     "iteration": int(f.attrs["iteration"]),
                     "config": json.loads(f.attrs["config"]),
+                    "meta": json.loads(f.attrs["meta"]) if "meta" in f.attrs else None,
                     "theta": f["theta"][()],
                     "optimizer": {k: f["optimizer"][k][()] for k in f["optimizer"]},
                     "history": _read_history(f["history"]),
@@ -301,13 +323,25 @@ def read_results(path):
                 raise RunDirError(f"{path}: not an hpc_es results file of schema {READABLE_SCHEMAS} (kind "
                                   f"{f.attrs.get('kind')!r}, schema {f.attrs.get('schema')!r})")
             _verify(f)
-            res = {key: f.attrs[key] for key in f.attrs if key != "sha256"}
-            res["config"] = json.loads(res["config"])
+            res = {key: _attr(f.attrs[key]) for key in f.attrs if key != "sha256"}
+            res["config"] = json.loads(res["config"]) if isinstance(res["config"], str) else res["config"]
             res["history"] = {k: f["history"][k][()] for k in f["history"]}
             res["theta"] = f["theta"][()]
     except (OSError, KeyError, ValueError, RunDirError) as err:
         raise RunDirError(f"{path}: cannot be read as a results file ({err})") from None
     return res
+
+
+def _attr(value):
+    """An attribute as written by :func:`save_results`: lists and dicts were stored as JSON."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def load_theta(path, n_params):

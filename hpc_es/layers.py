@@ -3,7 +3,13 @@
 A layer owns no parameters: it receives views of its weight ``w`` and bias ``b`` (slices of
 the flat theta) and, for the backward pass, views ``gw``/``gb`` of the flat gradient, so
 gradients land in place with no packing step. Activations are kept in a per-batch-size
-:class:`Buffers` object that the backward pass (and, later, incremental evaluation) reads.
+:class:`Buffers` object that the backward pass reads.
+
+Incremental ("delta") evaluation, for limited perturbation (:mod:`hpc_es.limited`): a
+layer's :meth:`forward_cached` keeps its input as its GEMM reads it (the im2col matrix of a
+conv) and its pre-bias GEMM output z; :meth:`forward_delta` then gives the layer's output
+with ``scale * eps`` added to a contiguous run of its weight (z + input[:, rows] @ dW over
+the touched rows only) or its bias, without touching the cache.
 """
 import numpy as np
 
@@ -17,7 +23,40 @@ class Buffers:
         self.__dict__.update(arrays)
 
 
-class ConvPoolReLU:
+class _DeltaForward:
+    """forward_delta shared by both layer kinds; they supply ``_gemm_input`` and ``_finish``."""
+
+    def delta_buffers(self, batch, dtype):
+        """(cache, delta) scratch for :meth:`forward_cached` / :meth:`forward_delta`."""
+        rows, n_in = self._gemm_shape(batch)
+        cache = self._cache_buffers(batch, dtype)
+        delta = Buffers(dw=np.empty(n_in * self.n_outputs, dtype), dz=np.empty((rows, self.n_outputs), dtype),
+                        z=np.empty((rows, self.n_outputs), dtype), b=np.empty(self.n_outputs, dtype),
+                        **self._output_buffers(batch, dtype))
+        return cache, delta
+
+    def forward_delta(self, w, b, cache, delta, kind, start, eps, scale):
+        """This layer's output (a ``delta`` buffer) for w, b with ``scale * eps`` added at
+        ``start`` of the weight (``kind`` "w", flat index into w) or the bias ("b"), from the
+        cache of :meth:`forward_cached` (left unchanged)."""
+        size = eps.size
+        if kind == "w":
+            n_out = self.n_outputs
+            r0, r1 = start // n_out, (start + size - 1) // n_out + 1
+            dw = delta.dw[:(r1 - r0) * n_out]
+            dw[:] = 0.0
+            np.multiply(eps, scale, out=dw[start - r0 * n_out:start - r0 * n_out + size])
+            np.matmul(self._gemm_input(cache)[:, r0:r1], dw.reshape(r1 - r0, n_out), out=delta.dz)
+            np.add(cache.z, delta.dz, out=delta.z)
+            z, bias = delta.z, b
+        else:
+            delta.b[:] = b
+            delta.b[start:start + size] += scale * eps
+            z, bias = cache.z, delta.b
+        return self._finish(z, bias, delta)
+
+
+class ConvPoolReLU(_DeltaForward):
     """k x k 'SAME' convolution (stride 1) -> 2x2 max-pool -> + bias -> ReLU, NHWC.
 
     Weights are ``(k, k, c_in, c_out)`` as in TensorFlow, bias ``(c_out,)``. Pooling comes
@@ -59,6 +98,33 @@ class ConvPoolReLU:
         kernels.pool_bias_relu(z4, b, buf.out, buf.argmax)
         return buf.out
 
+    def forward_cached(self, w, b, x, cache, scale=1.0):
+        """:meth:`forward` into the cache of :meth:`delta_buffers` (its im2col matrix and z are kept)."""
+        return self.forward(w, b, x, cache, scale)
+
+    @property
+    def n_outputs(self):
+        return self.c_out
+
+    def _gemm_shape(self, batch):
+        return batch * self.height * self.width, self.k ** 2 * self.c_in
+
+    def _cache_buffers(self, batch, dtype):
+        return self.buffers(batch, dtype, False)
+
+    def _output_buffers(self, batch, dtype):
+        return {"out": np.empty((batch,) + self.out_shape, dtype),
+                "argmax": np.empty((batch,) + self.out_shape, np.int8)}
+
+    @staticmethod
+    def _gemm_input(cache):
+        return cache.cols
+
+    def _finish(self, z, bias, d):
+        z4 = z.reshape((-1, self.height, self.width, self.c_out))
+        kernels.pool_bias_relu(z4, bias, d.out, d.argmax)
+        return d.out
+
     def backward(self, w, gw, gb, dout, buf, need_dx):
         """Writes gw, gb from dout (B, H/2, W/2, C_out); returns dL/dx (a buffer) or None."""
         dz4 = buf.dz.reshape((dout.shape[0], self.height, self.width, self.c_out))
@@ -71,7 +137,7 @@ class ConvPoolReLU:
         return buf.dx
 
 
-class Dense:
+class Dense(_DeltaForward):
     """Fully connected layer ``x @ w + b`` (w is ``(n_in, n_out)``), optionally followed by ReLU."""
 
     def __init__(self, name, n_in, n_out, relu):
@@ -96,6 +162,36 @@ class Dense:
         np.matmul(x, w, out=buf.out)
         kernels.bias_act(buf.out, b, self.relu)
         return buf.out
+
+    def forward_cached(self, w, b, x, cache, scale=1.0):
+        """:meth:`forward` into the cache of :meth:`delta_buffers`, keeping x and the pre-bias x @ w."""
+        cache.x = x
+        np.matmul(x, w, out=cache.z)
+        cache.out[:] = cache.z
+        kernels.bias_act(cache.out, b, self.relu)
+        return cache.out
+
+    @property
+    def n_outputs(self):
+        return self.n_out
+
+    def _gemm_shape(self, batch):
+        return batch, self.n_in
+
+    def _cache_buffers(self, batch, dtype):
+        return Buffers(x=None, z=np.empty((batch, self.n_out), dtype), out=np.empty((batch, self.n_out), dtype))
+
+    def _output_buffers(self, batch, dtype):
+        return {"out": np.empty((batch, self.n_out), dtype), "argmax": None}
+
+    @staticmethod
+    def _gemm_input(cache):
+        return cache.x
+
+    def _finish(self, z, bias, d):
+        d.out[:] = z
+        kernels.bias_act(d.out, bias, self.relu)
+        return d.out
 
     def backward(self, w, gw, gb, dout, buf, need_dx):
         """Writes gw, gb from dout (B, n_out), which it may overwrite; returns dL/dx or None."""

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpc_es import kernels
-from hpc_es.layers import ConvPoolReLU
 
 CHOICES = ("uniform", "size")
 
@@ -107,52 +106,20 @@ class DeltaEvaluator:
         self.theta, self.views = theta, net.views(theta)
         h = xs
         for i, (layer, (w, b)) in enumerate(zip(net.layers, self.views)):
-            c = self.cache[i]
-            h = h.reshape((h.shape[0],) + layer.in_shape)
-            if isinstance(layer, ConvPoolReLU):
-                h = layer.forward(w, b, h, c, scale if i == 0 else 1.0)
-            else:
-                c.x = h
-                np.matmul(h, w, out=c.z)
-                c.out[:] = c.z
-                kernels.bias_act(c.out, b, layer.relu)
-                h = c.out
+            h = layer.forward_cached(w, b, h.reshape((h.shape[0],) + layer.in_shape), self.cache[i],
+                                     scale if i == 0 else 1.0)
         return kernels.softmax_xent(h, self.y, self._no_grad)
 
     def loss(self, start, size, table, offset, scale):
         """Loss with ``theta[start:start+size] += scale * table[offset:offset+size]`` (one bucket)."""
-        t = self._tensor_of(start, size)
-        p = self._tensors[t]
-        layer_index, layer = p.layer, self.net.layers[p.layer]
-        w, b = self.views[layer_index]
-        c, d = self.cache[layer_index], self.delta[layer_index]
-        conv = isinstance(layer, ConvPoolReLU)
-        a = start - p.offset
-        eps = table[offset:offset + size]
-        if p.kind == "w":
-            n_out = layer.c_out if conv else layer.n_out
-            r0, r1 = a // n_out, (a + size - 1) // n_out + 1
-            dw = d.dw[:(r1 - r0) * n_out]
-            dw[:] = 0.0
-            np.multiply(eps, scale, out=dw[a - r0 * n_out:a - r0 * n_out + size])
-            inputs = c.cols if conv else c.x
-            np.matmul(inputs[:, r0:r1], dw.reshape(r1 - r0, n_out), out=d.dz)
-            np.add(c.z, d.dz, out=d.z)
-            z, bias = d.z, b
-        else:
-            d.b[:] = b
-            d.b[a:a + size] += scale * eps
-            z, bias = c.z, d.b
-        if conv:
-            z4 = z.reshape((-1, layer.height, layer.width, layer.c_out))
-            kernels.pool_bias_relu(z4, bias, d.out, d.argmax)
-        else:
-            d.out[:] = z
-            kernels.bias_act(d.out, bias, layer.relu)
-        h = d.out
-        for i in range(layer_index + 1, len(self.net.layers)):
-            above = self.net.layers[i]
-            h = above.forward(*self.views[i], h.reshape((h.shape[0],) + above.in_shape), self.tail[i], 1.0)
+        p = self._tensors[self._tensor_of(start, size)]
+        i = p.layer
+        w, b = self.views[i]
+        h = self.net.layers[i].forward_delta(w, b, self.cache[i], self.delta[i], p.kind, start - p.offset,
+                                             table[offset:offset + size], scale)
+        for j in range(i + 1, len(self.net.layers)):
+            above = self.net.layers[j]
+            h = above.forward(*self.views[j], h.reshape((h.shape[0],) + above.in_shape), self.tail[j], 1.0)
         return kernels.softmax_xent(h, self.y, self._no_grad)
 
     # ---- internals ----------------------------------------------------------------------
@@ -163,23 +130,8 @@ class DeltaEvaluator:
         raise ValueError(f"bucket [{start}, {start + size}) is not inside one tensor of {self.net.name}")
 
     def _allocate(self, batch, dtype):
-        from hpc_es.layers import Buffers
-
         dtype = np.dtype(dtype)
-        self.cache, self.delta, self.tail = [], [], []
-        for layer in self.net.layers:
-            self.tail.append(layer.buffers(batch, dtype, False))
-            if isinstance(layer, ConvPoolReLU):
-                self.cache.append(layer.buffers(batch, dtype, False))
-                rows, n_in, n_out = batch * layer.height * layer.width, layer.k ** 2 * layer.c_in, layer.c_out
-                out = np.empty((batch,) + layer.out_shape, dtype)
-                argmax = np.empty((batch,) + layer.out_shape, np.int8)
-            else:
-                rows, n_in, n_out = batch, layer.n_in, layer.n_out
-                self.cache.append(Buffers(x=None, z=np.empty((rows, n_out), dtype),
-                                          out=np.empty((rows, n_out), dtype)))
-                out, argmax = np.empty((rows, n_out), dtype), None
-            self.delta.append(Buffers(dw=np.empty(n_in * n_out, dtype), dz=np.empty((rows, n_out), dtype), z=np.empty((rows, n_out), dtype),
-                                      b=np.empty(n_out, dtype), out=out, argmax=argmax))
+        self.tail = [layer.buffers(batch, dtype, False) for layer in self.net.layers]
+        self.cache, self.delta = zip(*(layer.delta_buffers(batch, dtype) for layer in self.net.layers))
         self._no_grad = np.empty((0, self.net.layers[-1].n_out), dtype)
         self._key = (batch, dtype.str)

@@ -151,10 +151,15 @@ class Net:
             layer = self.layers[i]
             d = d.reshape((d.shape[0],) + layer.out_shape)
             d = layer.backward(params[i][0], grads[i][0], grads[i][1], d, bufs[i], need_dx=i > 0)
+        self.add_l2_grad(theta, l2, grad)
+        return loss + self._l2_loss(theta, l2), grad
+
+    def add_l2_grad(self, theta, l2, grad):
+        """grad += the gradient of ``l2``/2 * sum of squared weights (biases are not penalised)."""
         if l2:
             for s in self.weight_slices():
                 grad[s] += l2 * theta[s]
-        return loss + self._l2_loss(theta, l2), grad
+        return grad
 
     def grad(self, theta, x, y, l2=0.0, out=None):
         """Exact gradient of :meth:`loss` with respect to theta."""

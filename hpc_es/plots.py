@@ -1,11 +1,12 @@
-"""Figures 1-5 of the paper from HDF5 results alone (matplotlib, imported when drawing).
+"""Figures 1-5 of the paper, drawn from runs of the catalogue (:mod:`hpc_es.runs`) alone.
 
-Runs are found from the paths given (results.h5 files, or directories searched recursively),
-grouped into curves by what their config says they are (method, mode, perturbation, N, L2),
-and drawn as in the paper: the median validation accuracy across runs, with the band between
-the 25th and 75th percentiles filled. Runs of one curve that repeat a seed count once (see
-:func:`group`). Each
-figure selects the runs it is about:
+Drawing only: which runs exist, which figure they belong to and how they group into curves
+is :mod:`hpc_es.runs`' business. As in the paper, a curve is the median validation accuracy
+across its runs with the band between the 25th and 75th percentiles filled. Each method has
+one colour in every figure (:data:`COLOURS`); a second curve of the same method in one
+figure is dashed, a third dotted. Legends name the curve; the net, the run counts and the
+band are in the caption under the axes. A figure missing one side of its comparison says so
+on the axes. Matplotlib is imported when drawing.
 
   1  mini-batch ES (full perturbation) vs SGD; a second panel with rho(g_ES, g_true) if logged
   2  ES vs the ES proxy on the same mini-batches
@@ -14,185 +15,121 @@ figure selects the runs it is about:
   5  no-mini-batch ES with L2 at each population size
 """
 import os
-from dataclasses import dataclass
 
-import numpy as np
+from hpc_es import runs as runs_mod
+from hpc_es.runs import FIGURES
 
-from hpc_es import config, io
-
-FIGURES = {
-    1: "Mini-batch ES vs SGD",
-    2: "ES vs its proxy on the same mini-batches",
-    3: "ES with and without limited perturbation",
-    4: "No-mini-batch vs mini-batch ES",
-    5: "No-mini-batch ES with L2 on the small net",
+COLOURS = {"sgd": "#222222", "es": "#1f77b4", "proxy": "#ff7f0e", "limited": "#2ca02c",
+           "nominibatch": "#d62728", "population": "#9467bd"}
+STYLES = ("-", "--", ":", "-.")
+DPI = 200
+# The two sides of each comparison: (method key, in words). Figure 5 compares population sizes.
+SIDES = {
+    1: (("es", "mini-batch ES"), ("sgd", "SGD")),
+    2: (("es", "ES with rho logged"), ("proxy", "ES proxy")),
+    3: (("limited", "limited-perturbation ES"), ("es", "full-perturbation ES")),
+    4: (("nominibatch", "no-mini-batch ES"), ("es", "mini-batch ES")),
+    5: (),
 }
 
 
-@dataclass
-class Run:
-    path: str
-    config: dict
-    history: dict
-    seconds: float
-    ranks: int
-
-    @property
-    def seed(self):
-        return self.config["run"]["seed"]
+def missing(runs, figure):
+    """What ``figure`` compares but none of ``runs`` provides, in words (empty: nothing)."""
+    present = {runs_mod.method_key(r.config) for r in runs if runs_mod.selects(figure, r.config)}
+    return [words for key, words in SIDES[figure] if key not in present]
 
 
-def find_results(paths, name=io.RESULTS):
-    """Files called ``name`` (results.h5 by default) named or found under the given paths
-    (sorted); a path that is neither is an error."""
-    found = []
-    for path in paths:
-        if os.path.isdir(path):
-            for root, _, files in os.walk(path):
-                found += [os.path.join(root, f) for f in files if f == name]
-        elif os.path.isfile(path):
-            if os.path.basename(path) == name or name == io.RESULTS:
-                found.append(path)
-        else:
-            raise io.RunDirError(f"{path}: no such file or directory")
-    return sorted(found)
-
-
-def load_runs(paths):
-    runs = []
-    for path in find_results(paths):
-        res = io.read_results(path)
-        h = res["history"]
-        runs.append(Run(path, res["config"], h, float(np.sum(h.get("seconds_total", [0.0]))),
-                        int(res.get("ranks", 1))))
-    return runs
-
-
-def label(cfg):
-    """The curve a run belongs to, in words."""
-    method, es, net = cfg["run"]["method"], cfg["es"], cfg["net"]["arch"]
-    if method == "sgd":
-        text = "SGD (Adam)"
-    elif method == "proxy":
-        text = f"ES proxy, rho = {100 * cfg['proxy']['rho']:.3g}%"
-    elif method == "es":
-        text = ("no-mini-batch ES" if es["mode"] == "nominibatch" else "ES") + f", N = {es['n_offspring']:,}"
-        if es.get("perturbation") == "limited":
-            text = "limited " + text + f" (buckets <= {es['bucket_size']:,})"
-    else:
-        text = method
-    return f"{text}{''.join(', ' + s for s in _departures(cfg))} [{net}]"
-
-
-def _departures(cfg):
-    """The training settings of ``cfg`` that differ from the paper's (the config defaults, Sec. 4),
-    in words: runs that differ in any of them never share a curve."""
-    paper = config.Config().to_dict()
-    method = cfg["run"]["method"]
-    keys = [("es", "sigma"), ("es", "fitness")] if method in ("es", "population") else []
-    keys += [("optim", "name"), ("optim", "lr"), ("data", "batch_size"), ("optim", "l2")]
-    names = {"name": "optimizer", "batch_size": "batch", "l2": "L2"}
-    return [f"{names.get(key, key)} {cfg[section][key]:g}" if isinstance(cfg[section][key], float)
-            else f"{names.get(key, key)} {cfg[section][key]}"
-            for section, key in keys if cfg[section][key] != paper[section][key]]
-
-
-def selects(figure, cfg):
-    """Whether a run with config ``cfg`` belongs in ``figure``."""
-    method, es = cfg["run"]["method"], cfg["es"]
-    full = es.get("perturbation", "full") == "full"
-    l2 = cfg["optim"]["l2"]
-    if figure == 1:
-        return method == "sgd" or (method == "es" and es["mode"] == "minibatch" and full and not l2)
-    if figure == 2:
-        return method == "proxy" or (method == "es" and es["mode"] == "minibatch" and full
-                                     and cfg["measure"]["correlation"])
-    if figure == 3:
-        return method == "es" and es["mode"] == "minibatch" and not l2
-    if figure == 4:
-        return method == "es" and full and not l2
-    if figure == 5:
-        return method == "es" and es["mode"] == "nominibatch" and l2 > 0
-    raise ValueError(f"figure {figure}: expected one of {sorted(FIGURES)}")
-
-
-def group(runs, figure, keep=lambda run: True):
-    """{label: {seed: run}} of the runs ``figure`` selects; of several runs with one seed, the
-    one with the most recorded iterations (then the first path) counts."""
-    groups = {}
-    for run in runs:
-        if selects(figure, run.config) and keep(run):
-            seeds = groups.setdefault(label(run.config), {})
-            old = seeds.get(run.seed)
-            if old is None or len(run.history.get("seconds_total", [])) > len(old.history.get("seconds_total", [])):
-                seeds[run.seed] = run
-    return dict(sorted(groups.items()))
-
-
-def curves(runs, figure, key="val_accuracy", at="eval_iteration"):
-    """{label: (x, median, q25, q75, n_runs)} over the runs ``figure`` selects, one per seed."""
-    groups = group(runs, figure, lambda r: key in r.history and len(r.history[key]))
-    out = {}
-    for name, by_seed in groups.items():
-        series = [(np.asarray(r.history[at]) if at else np.arange(1, len(r.history[key]) + 1),
-                   np.asarray(r.history[key], float)) for r in by_seed.values()]
-        x = series[0][0]
-        for xs, _ in series[1:]:
-            x = np.intersect1d(x, xs)
-        if x.size == 0:
-            continue
-        ys = np.array([y[np.searchsorted(xs, x)] for xs, y in series])
-        q25, med, q75 = np.percentile(ys, [25, 50, 75], axis=0)
-        out[name] = (x, med, q25, q75, len(series))
-    return out
-
-
-def draw(runs, figure, out_dir, formats=("png", "pdf")):
-    """Draw ``figure`` into ``out_dir/figureN.{png,pdf}``; returns the paths written.
-
-    Raises ValueError if no run given belongs to the figure.
-    """
+def figure(runs, n):
+    """The matplotlib Figure of figure ``n``; raises ValueError if no run belongs to it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    acc = curves(runs, figure)
+    acc = runs_mod.curves(runs, n)
     if not acc:
-        raise ValueError(f"figure {figure} ({FIGURES[figure]}): none of the {len(runs)} runs given belongs to it")
-    rho = curves(runs, figure, key="rho", at=None) if figure == 1 else {}
-    rho = {k: v for k, v in rho.items() if not k.startswith("SGD")}
-    fig, axes = plt.subplots(1, 2 if rho else 1, figsize=(11 if rho else 6.5, 4.2), squeeze=False)
+        raise ValueError(f"figure {n} ({FIGURES[n]}): none of the {len(runs)} runs given belongs to it")
+    configs = {name: next(iter(by_seed.values())).config for name, by_seed in runs_mod.group(runs, n).items()}
+    rho = runs_mod.curves(runs, n, key="rho", at=None) if n == 1 else {}
+    rho = {k: v for k, v in rho.items() if runs_mod.method_key(configs[k]) != "sgd"}
+    styles = _styles(configs)
+    nets = sorted({cfg["net"]["arch"] for cfg in configs.values()})
+    legend = (lambda name: runs_mod.describe(configs[name])) if len(nets) == 1 else \
+        (lambda name: f"{runs_mod.describe(configs[name])} ({configs[name]['net']['arch']})")
+
+    fig, axes = plt.subplots(1, 2 if rho else 1, figsize=(12 if rho else 7, 4.8), squeeze=False)
     ax = axes[0][0]
-    for name, (x, med, q25, q75, n) in acc.items():
-        line, = ax.plot(x, 100 * med, label=f"{name} (median of {n})")
-        ax.fill_between(x, 100 * q25, 100 * q75, color=line.get_color(), alpha=0.25, linewidth=0)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(f"Figure {figure}: {FIGURES[figure]}", fontsize=10)
+    for name, (x, med, q25, q75, _) in acc.items():
+        colour, style = styles[name]
+        ax.plot(x, 100 * med, color=colour, linestyle=style, linewidth=1.4, label=legend(name))
+        ax.fill_between(x, 100 * q25, 100 * q75, color=colour, alpha=0.2, linewidth=0)
+    ax.set_xlabel("Iteration")
+    ax.set_ylabel("Validation Accuracy (%)")
+    ax.set_title(f"Figure {n}: {FIGURES[n]}", fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=9, loc="lower right")
+    absent = missing(runs, n)
+    if absent:
+        ax.text(0.02, 0.98, "Not shown (no such run given): " + ", ".join(absent), transform=ax.transAxes,
+                va="top", ha="left", fontsize=9, color="#aa0000")
     if rho:
-        from hpc_es import analysis, nets
-        ax2 = axes[0][1]
-        configs = {name: next(iter(by_seed.values())).config for name, by_seed in group(runs, figure).items()}
-        for name, (x, med, q25, q75, n) in rho.items():
-            line, = ax2.plot(x, 100 * med, label=f"{name} (median of {n})", linewidth=0.8)
-            ax2.fill_between(x, 100 * q25, 100 * q75, color=line.get_color(), alpha=0.25, linewidth=0)
-            cfg = configs[name]
-            theory = analysis.expected_rho(cfg["es"]["n_offspring"] / 2, nets.build(cfg["net"]["arch"]).n_params)
-            ax2.axhline(100 * theory, color=line.get_color(), linestyle="--", linewidth=1,
-                        label=f"theory sqrt(n / (n + P + 1)) = {100 * theory:.2f}%")
-        ax2.set_xlabel("iteration")
-        ax2.set_ylabel("rho(g_ES, g_true) (%)")
-        ax2.set_title("gradient correlation (Eq. 3)", fontsize=10)
-        ax2.grid(alpha=0.3)
-        ax2.legend(fontsize=7)
-    fig.tight_layout()
+        _draw_rho(axes[0][1], rho, configs, styles, legend)
+    counts = ", ".join(f"{legend(name)}: {c[4]}" for name, c in acc.items())
+    caption = (f"{' and '.join(nets)} net{'s' if len(nets) > 1 else ''}. Validation accuracy on all 10,000 MNIST "
+               f"test images; line: median across runs, band: 25th-75th percentile. Runs per curve: {counts}.")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
+    return fig
+
+
+def _draw_rho(ax, rho, configs, styles, legend):
+    from hpc_es import analysis, nets
+
+    for name, (x, med, q25, q75, _) in rho.items():
+        colour, style = styles[name]
+        ax.plot(x, 100 * med, color=colour, linestyle=style, linewidth=0.9, label=legend(name))
+        ax.fill_between(x, 100 * q25, 100 * q75, color=colour, alpha=0.2, linewidth=0)
+        cfg = configs[name]
+        theory = analysis.expected_rho(cfg["es"]["n_offspring"] / 2, nets.build(cfg["net"]["arch"]).n_params)
+        ax.axhline(100 * theory, color=colour, linestyle=(0, (4, 2)), linewidth=1,
+                   label=f"Theory sqrt(n / (n + P + 1)) = {100 * theory:.2f}%")
+    ax.set_xlabel("Iteration")
+    ax.set_ylabel("rho(g_ES, g_true) (%)")
+    ax.set_title("Gradient Correlation (Eq. 3)", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+
+
+def _styles(configs):
+    """{curve: (colour, line style)}: the method's colour; a method's 2nd, 3rd... curve dashed, dotted."""
+    seen, out = {}, {}
+    for name, cfg in configs.items():
+        key = runs_mod.method_key(cfg)
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        out[name] = (COLOURS.get(key, "#7f7f7f"), STYLES[k % len(STYLES)])
+    return out
+
+
+def draw(runs, n, out_dir, formats=("png", "pdf")):
+    """Draw figure ``n`` into ``out_dir/figureN.{png,pdf}``; returns the paths written.
+
+    Raises ValueError if no run given belongs to the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = figure(runs, n)
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for fmt in formats:
-        path = os.path.join(out_dir, f"figure{figure}.{fmt}")
-        fig.savefig(path, dpi=130, metadata={"CreationDate": None} if fmt == "pdf" else {})
+        path = os.path.join(out_dir, f"figure{n}.{fmt}")
+        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else {})
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def default_out_dir(result_files):
+    """Where figures go when no ``--out`` is given: ``figures/`` in the deepest directory that
+    holds every results file (beside the results, never into the package's docs)."""
+    dirs = [os.path.dirname(os.path.abspath(p)) for p in result_files]
+    return os.path.join(os.path.commonpath(dirs), "figures")

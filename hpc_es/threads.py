@@ -1,7 +1,8 @@
 """Threads per process: one by default (BLAS and numba), settable.
 
-The count comes from, in order: an explicit ``set_threads(n)``, ``$HPC_ES_THREADS``,
-``$SLURM_CPUS_PER_TASK`` (what a Slurm job asked for per rank), else 1. Thread variables
+The count comes from, in order: an explicit ``set_threads(n)`` (``--threads N``),
+``$HPC_ES_THREADS``, ``$SLURM_CPUS_PER_TASK`` (what a Slurm job asked for per rank), else 1.
+``0`` means one thread per CPU available to the rank (:func:`auto_threads`). Thread variables
 the user set (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ...) are never overwritten.
 
 Environment variables only reach OpenBLAS if they are set before numpy loads it. When numpy
@@ -18,19 +19,58 @@ _BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
               "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
-def default_threads():
-    """Threads per process from the environment (see module docstring)."""
+def auto_threads():
+    """What ``0`` threads means: the CPUs this process may run on (its affinity mask, which srun
+    and most launchers set per rank when they bind), shared among the ranks of this node when
+    the launcher announces their number (``$MPI_LOCALNRANKS``: MPICH's Hydra;
+    ``$OMPI_COMM_WORLD_LOCAL_SIZE``: Open MPI); at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        value = os.environ.get(var, "")
+        if value.isdigit() and int(value) > 0:
+            return max(1, cpus // int(value))
+    return max(1, cpus)
+
+
+def resolve(value, source):
+    """Threads asked for by ``value`` (from ``source``, e.g. "--threads" or "$HPC_ES_THREADS"):
+    a positive integer, or 0 for :func:`auto_threads`. Anything else is a ValueError whose
+    message names the source and the value."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise ValueError(f"{source}={value!r}: expected a positive integer, or 0 for one thread per "
+                         f"available CPU")
+    n = int(text)
+    return auto_threads() if n == 0 else n
+
+
+def environment_threads():
+    """(threads, problem): from ``$HPC_ES_THREADS``, else ``$SLURM_CPUS_PER_TASK``, else 1. A
+    value that is not a count gives 1 and the problem in words (never an exception, so that
+    importing hpc_es cannot fail; the command line reports it, see :func:`check_environment`)."""
     for var in ("HPC_ES_THREADS", "SLURM_CPUS_PER_TASK"):
         value = os.environ.get(var)
         if value:
             try:
-                n = int(value)
-            except ValueError:
-                raise ValueError(f"${var}={value!r}: expected a positive integer") from None
-            if n < 1:
-                raise ValueError(f"${var}={value!r}: expected a positive integer")
-            return n
-    return 1
+                return resolve(value, f"${var}"), None
+            except ValueError as err:
+                return 1, str(err)
+    return 1, None
+
+
+def check_environment():
+    """Raise ValueError naming the variable if a thread variable of the environment is bad."""
+    problem = environment_threads()[1]
+    if problem:
+        raise ValueError(problem)
+
+
+def default_threads():
+    """Threads per process from the environment (see module docstring); 1 if it is bad."""
+    return environment_threads()[0]
 
 
 def apply_thread_defaults():
@@ -48,10 +88,9 @@ def apply_thread_defaults():
 
 
 def set_threads(n):
-    """Use ``n`` threads in this process for BLAS and numba from now on; overrides everything."""
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"threads={n}: expected a positive integer")
+    """Use ``n`` threads in this process for BLAS and numba from now on (0: :func:`auto_threads`);
+    overrides everything."""
+    n = resolve(n, "threads")
     for var in _BLAS_VARS:
         os.environ[var] = str(n)
     if "numpy" in sys.modules:

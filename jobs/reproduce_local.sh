@@ -20,11 +20,9 @@ res = io.read_results(sys.argv[1] + "/results.h5")
 sys.exit(0 if res["completed_iterations"] >= res["config"]["run"]["iterations"] else 1)
 PY
   then echo "== $name: done"; return; fi
-  local resume=()
-  for f in checkpoint.h5 checkpoint.h5.new checkpoint.prev.h5; do [ -f "$out/$f" ] && resume=(--resume) && break; done
-  echo "== $name: $preset $* ${resume[*]}"
+  echo "== $name: $preset $*"
   local start=$SECONDS
-  "$mpiexec" -n "$ranks" python -m mpi4py -m hpc_es train "$preset" --out "$out" --quiet "${resume[@]}" "$@"
+  "$mpiexec" -n "$ranks" python -m mpi4py -m hpc_es train "$preset" --out "$out" --quiet --resume auto "$@"
   echo "== $name: $((SECONDS - start)) s"
 }
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from hpc_es import analysis, comm, config, data, es, nets, noise, train
+from hpc_es import analysis, comm, config, data, es, experiments, nets, noise, train
 
 
 def test_pearson_is_numpys_corrcoef():
@@ -73,8 +73,8 @@ def test_population_curve_is_rank_independent_and_follows_theory(mnist_dir):
     cfg = config.load("population_small_local", ["population.step=200", "population.max_offspring=1000",
                                                   "noise.size=1000000"])
     ds = data.load_mnist(mnist_dir)
-    _, hist = train.run(cfg, world, dataset=ds, quiet=True)
-    _, serial = train.run(cfg, comm.SerialComm(), dataset=ds, quiet=True)
+    _, hist = experiments.population(cfg, world, dataset=ds, quiet=True)
+    _, serial = experiments.population(cfg, comm.SerialComm(), dataset=ds, quiet=True)
     comm.parallel_assert(world, hist["population_rho"] == serial["population_rho"], "rho(N) depends on ranks")
     n = np.array(hist["population_n"]) // 2
     rho, theory = np.array(hist["population_rho"]), np.array(hist["population_rho_theory"])

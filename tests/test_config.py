@@ -34,7 +34,7 @@ def test_bad_values_name_key_value_and_allowed(override, message):
 
 
 def test_bad_sources(tmp_path):
-    with pytest.raises(config.ConfigError, match=r"preset 'nope' not found; presets: \["):
+    with pytest.raises(config.ConfigError, match=r"preset 'nope' not found; presets: corr_small_local, "):
         config.load("nope")
     with pytest.raises(config.ConfigError, match=r"missing.toml: config file not found"):
         config.load(str(tmp_path / "missing.toml"))

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from hpc_es import comm, config, data, experiments, io
+from hpc_es import comm, config, data, experiments, io, report
 
 
 def test_summary_statistics_and_paired_wilcoxon():
@@ -15,7 +15,7 @@ def test_summary_statistics_and_paired_wilcoxon():
     assert np.isclose(summary["methods"]["a"]["std"], np.std([0.90, 0.91, 0.92, 0.93, 0.94, 0.95], ddof=1))
     # b is below a in all 6 pairs: the exact two-sided signed-rank p-value is 2 / 2^6.
     assert np.isclose(summary["wilcoxon_p"]["a vs b"], 2 / 64)
-    assert "| a | 92.50% |" in experiments.table1_markdown({**summary, "net": "small", "iterations": 1})
+    assert "| a | 92.50% |" in report.table1_markdown({**summary, "net": "small", "iterations": 1})
 
 
 @pytest.mark.mpi
@@ -30,11 +30,11 @@ def test_table1_runs_every_task_once_across_ranks(mnist_dir, tmp_path):
     kind, saved = io.read_summary(os.path.join(out, "table1.h5"))
     comm.parallel_assert(world, kind == "table1" and saved["methods"] == summary["methods"] and
                          len(summary["methods"]["sgd"]["runs"]) == 2, "table1.h5 differs from the summary")
-    pair = experiments.paired_curves(os.path.join(out, "sgd-seed0", "results.h5"),
+    pair = report.paired_curves(os.path.join(out, "sgd-seed0", "results.h5"),
                                      os.path.join(out, "sgd-seed0", "results.h5"))
     comm.parallel_assert(world, pair["points"] == 1 and pair["mean_abs_difference"] == 0.0, str(pair))
-    report = experiments.report([os.path.join(out, "sgd-seed0", "results.h5")])
-    comm.parallel_assert(world, "| sgd-seed0 | small | sgd |" in report, report)
+    text = report.report([os.path.join(out, "sgd-seed0", "results.h5")])
+    comm.parallel_assert(world, "| sgd-seed0 | small | sgd |" in text, text)
     world.Barrier()
 
 
@@ -44,6 +44,6 @@ def test_paired_curves_measure_likeness(tmp_path):
         os.makedirs(tmp_path / name)
         io.save_results(str(tmp_path / name), {"run": {}}, {}, {"eval_iteration": [5, 10, 15, 20, 25, 30],
                                                                "val_accuracy": acc}, np.zeros(3))
-    c = experiments.paired_curves(str(tmp_path / "es" / io.RESULTS), str(tmp_path / "proxy" / io.RESULTS))
+    c = report.paired_curves(str(tmp_path / "es" / io.RESULTS), str(tmp_path / "proxy" / io.RESULTS))
     assert c["points"] == 6 and np.isclose(c["curve_correlation"], 1.0) and np.isclose(c["change_correlation"], 1.0)
     assert np.isclose(c["mean_abs_difference"], 0.01)

@@ -47,23 +47,33 @@ def test_every_sbatch_script_resolves_its_command(script, tmp_path):
 
 
 def test_local_script_runs_then_resumes(mnist_dir, tmp_path):
+    """jobs/local.sh activates the environment itself (like the Slurm scripts: no `mpiexec: not
+    found` from a shell without it), checks the preset even in --dry-run, and resumes."""
     script = os.path.join(ROOT, "jobs", "local.sh")
-    env = _env(HPC_ES_RUNS=str(tmp_path), HPC_ES_DATA=mnist_dir,
-               MPIEXEC=shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]),
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    bare_path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                if os.path.abspath(p) != os.path.dirname(sys.executable))
+    env = _env(HPC_ES_RUNS=str(tmp_path), HPC_ES_DATA=mnist_dir, HPC_ES_VENV=sys.prefix, PATH=bare_path)
+    env.pop("MPIEXEC", None)
     dry = subprocess.run([script, "es_small_local", "2", "--dry-run"], capture_output=True, text=True, env=env,
                          timeout=60)
     assert dry.returncode == 0 and f"-n 2 python -m mpi4py -m hpc_es train es_small_local --out {tmp_path}" in dry.stdout
-    assert "--resume" not in dry.stdout
+    assert "--resume auto" in dry.stdout  # resumes if a checkpoint is there, else starts
+    typo = subprocess.run([script, "es_smal_local", "--dry-run"], capture_output=True, text=True, env=env, timeout=60)
+    assert typo.returncode == 2 and "no preset 'es_smal_local' (did you mean es_small_local" in typo.stderr, typo.stderr
     run = subprocess.run([script, "es_small_local", "2", "--", *TINY.split(), "--set", "run.iterations=3"],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert io.read_results(str(tmp_path / "es_small_local" / io.RESULTS))["completed_iterations"] == 3
-    again = subprocess.run([script, "es_small_local", "2", "--dry-run"], capture_output=True, text=True, env=env,
-                           timeout=60)
-    assert "--resume" in again.stdout
+    more = subprocess.run([script, "es_small_local", "2", "--", *TINY.split(), "--set", "run.iterations=4"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert more.returncode == 0 and "resuming" in more.stdout, more.stdout + more.stderr
+    res = io.read_results(str(tmp_path / "es_small_local" / io.RESULTS))
+    assert res["completed_iterations"] == 4 and [r["iteration"] for r in res["resumes"]] == [3]
     bad = subprocess.run([script, "es_small_local", "two"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "unknown argument: two" in bad.stderr
+    nompi = subprocess.run([script, "es_small_local", "2"], capture_output=True, text=True, timeout=60,
+                           env={**env, "HPC_ES_VENV": str(tmp_path / "none"), "MPIEXEC": "no-such-mpiexec"})
+    assert nompi.returncode == 2 and "no-such-mpiexec not found" in nompi.stderr, nompi.stderr
 
 
 # ---- a real Slurm --------------------------------------------------------------------------
@@ -176,7 +186,7 @@ def test_sbatch_job_finishes_and_writes_results(slurm, mnist_dir, tmp_path):
     assert _wait(job, {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}) == "COMPLETED", _log(tmp_path, "hpcesfinish")
     res = io.read_results(str(tmp_path / "runs" / "es_small_local" / "seed0" / io.RESULTS))
     assert res["completed_iterations"] == 4 and res["ranks"] == 2
-    assert "final test accuracy" in _log(tmp_path, "hpcesfinish")
+    assert "final validation accuracy" in _log(tmp_path, "hpcesfinish")
 
 
 @pytest.mark.slurm
@@ -206,9 +216,10 @@ def test_usr1_then_requeue_checkpoints_and_resumes_to_the_uninterrupted_theta(sl
     # minute later: seen here starting up to ~170 s after the requeue
     assert _wait(job, {"COMPLETED", "FAILED", "CANCELLED"}, seconds=480) == "COMPLETED", _log(tmp_path, "hpcespre")
     log = _log(tmp_path, "hpcespre")
-    assert "--resume" in log and "(restart 1)" in log, log
+    assert "resuming" in log and "(restart 1)" in log, log
     resumed = io.read_results(os.path.join(out, io.RESULTS))
     assert resumed["completed_iterations"] == iterations
+    assert [r["iteration"] for r in resumed["resumes"]] == [stopped], resumed["resumes"]
 
     from tests.test_comm import _mpiexec
     straight = str(tmp_path / "straight")

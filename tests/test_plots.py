@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from hpc_es import config, experiments, io, plots
+from hpc_es import config, io, plots, report, runs as runs_mod
 
 
 def _write(root, name, preset, seed, acc, rho=None, overrides=()):
@@ -38,8 +38,8 @@ def results(tmp_path):
 
 
 def test_curves_are_median_and_quartiles_across_seeds(results):
-    runs = plots.load_runs([results])
-    c = plots.curves(runs, 1)
+    runs = runs_mod.load_runs([results])
+    c = runs_mod.curves(runs, 1)
     sgd = c["SGD (Adam) [small]"]
     accs = np.array([np.linspace(0.1, 0.8, 6) + 0.01 * s + 0.1 for s in range(4)])
     assert sgd[4] == 4 and np.array_equal(sgd[0], np.arange(1, 7) * 10)
@@ -48,13 +48,13 @@ def test_curves_are_median_and_quartiles_across_seeds(results):
     np.testing.assert_allclose(sgd[3], np.percentile(accs, 75, axis=0))
     es = c["ES, N = 500 [small]"]
     assert es[4] == 4 and es[2].min() > 0.1  # es0-again (seed 0, fewer iterations) is not counted
-    assert set(plots.curves(runs, 3)) == {"ES, N = 500 [small]", "ES, N = 1,000 [small]",
+    assert set(runs_mod.curves(runs, 3)) == {"ES, N = 500 [small]", "ES, N = 1,000 [small]",
                                           "limited ES, N = 2,500 (buckets <= 500) [small]"}
-    assert set(plots.curves(runs, 5)) == {"no-mini-batch ES, N = 1,000, L2 0.0002 [small]"}
+    assert set(runs_mod.curves(runs, 5)) == {"no-mini-batch ES, N = 1,000, L2 0.0002 [small]"}
 
 
 def test_every_figure_is_drawn_and_a_figure_without_runs_is_an_error(results, tmp_path):
-    runs = plots.load_runs([results])
+    runs = runs_mod.load_runs([results])
     for n in plots.FIGURES:
         for path in plots.draw(runs, n, str(tmp_path / "fig")):
             assert os.path.getsize(path) > 5000
@@ -74,14 +74,14 @@ def test_reproduction_report_lists_every_claim_and_keeps_hand_notes(results, tmp
                                 "small_validate", "tf_base_pass", "tf_limited_offspring")}
     target = tmp_path / "REPRODUCTION.md"
     target.write_text("old\n<!-- notes -->\nmy verdicts\n<!-- /notes -->\n")
-    text = experiments.reproduction([results], timing, str(target))
+    text = report.reproduction([results], timing, str(target))
     for claim in ("Mini-batch ES final accuracy", "SGD final accuracy", "rho(g_ES, g_true)", "SGD self-correlation",
                   "ES and its proxy", "Limited vs full", "No-mini-batch vs mini-batch", "L2 2e-4"):
         assert claim in text, claim
     assert "my verdicts" in text and "| `es_tf_paper` | `jobs/slurm/es_tf_paper.sbatch` | 5 |" in text
     # es_tf_paper: 5 runs x 2,000 x (10,000 x 0.01 + 0.01 + 1.2) s
     assert f"{5 * 2000 * (100 + 0.01 + 1.2) / 3600:,.0f} |" in text
-    assert "| Mini-batch ES final accuracy (Fig. 1) | 96.99%" in text
+    assert "| Mini-batch ES final accuracy (Sec. 4) | 96.99%" in text
 
 
 def test_limited_runs_are_compared_with_full_runs_trained_alike(results, tmp_path):
@@ -91,6 +91,6 @@ def test_limited_runs_are_compared_with_full_runs_trained_alike(results, tmp_pat
         _write(results, f"sigma{seed}", "corr_small_local", seed, np.full(6, 0.5), overrides=["es.sigma=0.01"])
     timing = {k: 0.01 for k in ("tf_offspring", "tf_sgd_step", "tf_validate", "small_offspring", "small_sgd_step",
                                 "small_validate", "tf_base_pass", "tf_limited_offspring")}
-    text = experiments.reproduction([results], timing, str(tmp_path / "R.md"))
+    text = report.reproduction([results], timing, str(tmp_path / "R.md"))
     row = next(line for line in text.splitlines() if line.startswith("| Limited vs full"))
     assert "vs full N = 500 81.50% (range 80.00-83.00), 4 runs" in row, row

@@ -33,7 +33,7 @@ def test_cli_train_smoke(mnist_dir, tmp_path):
     proc = _cli("train", "sgd_small_local", "--set", "run.iterations=3", "--data-dir", mnist_dir,
                 "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
-    assert "final test accuracy:" in proc.stdout
+    assert "final validation accuracy (10,000 test images):" in proc.stdout
 
 
 def test_cli_errors_are_one_clear_line(tmp_path):
@@ -57,7 +57,7 @@ def test_cli_under_mpiexec_trains_es_and_rejects_bad_input_on_every_rank(mnist_d
     proc = _mpiexec_cli("train", "es_small_local", "--set", "es.n_offspring=20", "--set", "run.iterations=3",
                         "--set", "noise.size=100000", "--data-dir", mnist_dir, "--out", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("final test accuracy:") == 1 and "2 rank(s)" in proc.stdout
+    assert proc.stdout.count("final validation accuracy (10,000 test images):") == 1 and "2 ranks," in proc.stdout
     assert "[1/2]" not in proc.stdout  # rank 1 prints nothing when all is well
     from hpc_es import io
     assert io.read_results(os.path.join(out, io.RESULTS))["ranks"] == 2
@@ -68,3 +68,42 @@ def test_cli_under_mpiexec_trains_es_and_rejects_bad_input_on_every_rank(mnist_d
     assert "Traceback" not in proc.stdout + proc.stderr
     proc = _mpiexec_cli("train", "es_small_local", "--set", "es.n_offspring=11")
     assert proc.returncode == 2 and proc.stdout.count("es.n_offspring = 11: must be even") == 1
+
+
+def test_resume_of_a_finished_run_changes_nothing_and_a_real_resume_keeps_the_metadata(mnist_dir, tmp_path):
+    from hpc_es import io
+    out = str(tmp_path / "run")
+    base = ("train", "sgd_small_local", "--set", "run.eval_every=1", "--data-dir", mnist_dir, "--out", out)
+    assert _cli(*base, "--set", "run.iterations=3").returncode == 0
+    path = os.path.join(out, io.RESULTS)
+    before, stamp = open(path, "rb").read(), os.stat(path).st_mtime_ns
+    first = io.read_results(path)
+    assert first["resumes"] == [] and first["command"].startswith("hpc-es train sgd_small_local")
+    proc = _cli(*base, "--set", "run.iterations=3", "--resume")
+    assert proc.returncode == 0 and "nothing to do" in proc.stdout, proc.stdout + proc.stderr
+    assert "iterations 4..3" not in proc.stdout
+    assert open(path, "rb").read() == before and os.stat(path).st_mtime_ns == stamp
+    proc = _cli(*base, "--set", "run.iterations=5", "--resume", "auto")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = io.read_results(path)
+    assert res["completed_iterations"] == 5 and res["started"] == first["started"] and res["ranks"] == 1
+    assert [(r["iteration"], r["ranks"]) for r in res["resumes"]] == [(3, 1)]
+    assert "--resume auto" in res["resumes"][0]["command"]
+    # validation starts at theta_0, so every curve starts at iteration 0
+    assert list(res["history"]["eval_iteration"]) == [0, 1, 2, 3, 4, 5]
+
+
+def test_resume_auto_starts_a_new_run_where_there_is_no_checkpoint(mnist_dir, tmp_path):
+    out = str(tmp_path / "fresh")
+    proc = _cli("train", "sgd_small_local", "--set", "run.iterations=2", "--data-dir", mnist_dir, "--out", out,
+                "--resume", "auto")
+    assert proc.returncode == 0 and "resuming" not in proc.stdout, proc.stdout + proc.stderr
+    assert "final validation accuracy" in proc.stdout and "1 rank," in proc.stdout
+
+
+def test_data_errors_under_mpiexec_are_printed_once(tmp_path):
+    proc = _mpiexec_cli("train", "es_small_local", "--data-dir", str(tmp_path / "nowhere"), "--out",
+                        str(tmp_path / "run"))
+    assert proc.returncode == 2 and proc.stdout.count("does not exist") == 1, proc.stdout + proc.stderr
+    proc = _mpiexec_cli("train", "es_small_local", "--threads", "-3")
+    assert proc.returncode == 2 and (proc.stdout + proc.stderr).count("argument --threads") == 1, proc.stderr

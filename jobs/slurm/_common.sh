@@ -12,7 +12,7 @@
 #   HPC_ES_REQUEUE 1 (default): after a preemption checkpoint (exit 75), requeue this job itself
 # Arguments: --dry-run prints the resolved command and exits.
 # Run directory: $HPC_ES_RUNS/<preset>/seed<N>, N = $SLURM_ARRAY_TASK_ID (else 0), so a requeued
-# or resubmitted job finds its checkpoint and continues with --resume.
+# or resubmitted job finds its checkpoint and continues (--resume auto).
 set -euo pipefail
 dry_run=0
 for arg in "$@"; do
@@ -37,10 +37,7 @@ export HPC_ES_THREADS=${SLURM_CPUS_PER_TASK:-1} OMP_NUM_THREADS=${SLURM_CPUS_PER
 
 args=("$command" "$preset" --out "$out")
 if [ "$command" = train ]; then
-  args+=(--set "run.seed=$seed")
-  for f in checkpoint.h5 checkpoint.h5.new checkpoint.prev.h5; do
-    if [ -f "$out/$f" ]; then args+=(--resume); break; fi
-  done
+  args+=(--set "run.seed=$seed" --resume auto)  # continue from a checkpoint if an earlier leg left one
 fi
 read -r -a extra <<< "${HPC_ES_ARGS:-}"
 read -r -a launcher <<< "${HPC_ES_SRUN:-srun --mpi=pmi2}"

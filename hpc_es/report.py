@@ -1,0 +1,392 @@
+"""What the runs say beside the paper: the table of runs, Table 1's table, two runs' curves
+compared (Fig. 2), the reproduction report (docs/REPRODUCTION.md) and the cost of the
+paper-scale experiments projected from throughput measured on the spot.
+
+The paper's numbers come from :mod:`hpc_es.paper`; runs are found and grouped by
+:mod:`hpc_es.runs`. Nothing here trains or knows MPI.
+"""
+import os
+
+import numpy as np
+
+from hpc_es import analysis, config, io, runs as runs_mod
+from hpc_es.paper import PAPER, text as paper_text
+
+TABLE1 = "table1.h5"  # the summary file :func:`hpc_es.experiments.table1` writes
+
+
+def plural(n, word):
+    """"1 rank", "2 ranks"."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def table1_markdown(summary):
+    paper = {"sgd": "table1_sgd", "proxy_0.04": "table1_proxy_4", "proxy_0.2": "table1_proxy_20"}
+    lines = [f"Table 1 ({summary['net']}, {summary['iterations']} iterations, "
+             f"{len(next(iter(summary['methods'].values()))['runs'])} runs each)", "",
+             f"| method | mean val. accuracy | std | paper ({_table1_setup()}) |", "| --- | ---: | ---: | ---: |"]
+    for m, row in summary["methods"].items():
+        ref = paper_text(paper[m]) if m in paper else "-"
+        lines.append(f"| {m} | {100 * row['mean']:.2f}% | {100 * row['std']:.2f}% | {ref} |")
+    lines += ["", "| paired Wilcoxon signed-rank | p |", "| --- | ---: |"]
+    for pair, p in summary["wilcoxon_p"].items():
+        lines.append(f"| {pair} | {'n/a' if p is None else f'{p:.3g}'} |")
+    return "\n".join(lines)
+
+
+def _table1_setup():
+    return f"{PAPER['table1_iterations'][0]:,} it., {PAPER['table1_runs'][0]} runs"
+
+
+def report(paths):
+    """A markdown table of what each results file measured, beside the paper's figure."""
+    lines = ["| run | net | method | N | iterations | final val. acc. | mean rho | mean SGD self-rho | "
+             "population N (rho) | paper |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for path in paths:
+        res = io.read_results(path)
+        cfg, h = res["config"], res["history"]
+        method, net = cfg["run"]["method"], cfg["net"]["arch"]
+        n = cfg["es"]["n_offspring"] if method == "es" else "-"
+        acc = f"{100 * h['val_accuracy'][-1]:.2f}%" if "val_accuracy" in h and len(h["val_accuracy"]) else "-"
+        rho = f"{100 * np.mean(h['rho']):.2f}%" if "rho" in h else "-"
+        self_rho = f"{100 * np.mean(h['rho_sgd_self']):.2f}%" if "rho_sgd_self" in h else "-"
+        pop = (f"{int(h['population_n'][-1]):,} ({100 * h['population_rho'][-1]:.1f}%)"
+               if "population_n" in h else "-")
+        lines.append(f"| {os.path.basename(os.path.dirname(os.path.abspath(path)))} | {net} | {method} | {n} | "
+                     f"{res.get('completed_iterations', '-')} | {acc} | {rho} | {self_rho} | {pop} | "
+                     f"{_paper_ref(cfg)} |")
+    lines += ["", "Paper figures (Zhang, Clune & Stanley 2017):", ""]
+    lines += [f"- {key}: {paper_text(key)} ({where}: {what})" for key, (_, _, where, what) in PAPER.items()]
+    return "\n".join(lines)
+
+
+def paired_curves(path_a, path_b):
+    """How alike two runs' validation curves are (Fig. 2: ES vs its proxy on one mini-batch
+    sequence): Pearson correlation of the accuracies at their common validation points, and
+    of their iteration-to-iteration changes (the fluctuations), plus the mean |difference|."""
+    ha, hb = io.read_results(path_a)["history"], io.read_results(path_b)["history"]
+    common, ia, ib = np.intersect1d(ha["eval_iteration"], hb["eval_iteration"], return_indices=True)
+    a, b = np.asarray(ha["val_accuracy"])[ia], np.asarray(hb["val_accuracy"])[ib]
+    from hpc_es.analysis import pearson
+    return {"points": int(common.size), "curve_correlation": pearson(a, b),
+            "change_correlation": pearson(np.diff(a), np.diff(b)) if common.size > 2 else float("nan"),
+            "mean_abs_difference": float(np.mean(np.abs(a - b)))}
+
+
+def _paper_ref(cfg):
+    method, net, es = cfg["run"]["method"], cfg["net"]["arch"], cfg["es"]
+    if net == "tf_tutorial" and method == "sgd":
+        return f"{paper_text('acc_sgd_tf')} (SGD, 2,000 it.)"
+    if net == "tf_tutorial" and method == "es":
+        return (f"{paper_text('acc_es_nominibatch_tf')} (no-mini-batch)" if es["mode"] == "nominibatch" else
+                f"{paper_text('acc_es_tf_10k')}, rho {paper_text('rho_es_tf_10k')} (N = 10,000)")
+    if method == "population":
+        return f"{paper_text('population_20')} for 20% (tf_tutorial)"
+    if net == "small" and method == "es" and es["mode"] == "nominibatch":
+        return f"{paper_text('acc_es_small99_10k')} / {paper_text('acc_es_small99_50k')} (N = 10,000 / 50,000)"
+    return "-"
+
+
+# ---- the reproduction report (docs/REPRODUCTION.md) ----------------------------------------
+NOTES_BEGIN, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
+MIN_ITERATIONS_FOR_ACCURACY = 20
+
+# Paper-scale experiments: (preset, runs, what one run costs in units measured by `throughput`).
+# Per iteration: N offspring evaluations, one validation on 10,000 test images (eval_every = 1),
+# and one dense aggregation (1.2 s of one core, benchmarks/aggregation.py), spread over the ranks.
+FULL_SCALE = [
+    ("es_tf_paper", "jobs/slurm/es_tf_paper.sbatch", 5, lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2)),
+    ("corr_tf_paper", "jobs/slurm/corr_tf_paper.sbatch", 1,
+     lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2 + t["tf_sgd_step"])),
+    ("sgd_tf_paper", "jobs/slurm/sgd_tf_paper.sbatch", 5, lambda t: 2000 * t["tf_sgd_step"] + 8 * t["tf_validate"]),
+    ("proxy_tf_paper", "jobs/slurm/proxy_tf_paper.sbatch", 1, lambda t: 2000 * (t["tf_sgd_step"] + t["tf_validate"])),
+    ("table1_tf_paper", "jobs/slurm/table1_tf_paper.sbatch", 60, lambda t: 40_000 * t["tf_sgd_step"] + t["tf_validate"]),
+    ("population_tf_paper", "jobs/slurm/population_tf_paper.sbatch", 1, lambda t: 276_000 * t["tf_offspring"]),
+    ("limited_tf_paper", "jobs/slurm/limited_tf_paper.sbatch", 5,
+     lambda t: 2000 * (50_000 * t["tf_limited_offspring"] + 500 * t["tf_base_pass"] + t["tf_validate"] + 0.04)),
+    ("es_nominibatch_tf_paper", "jobs/slurm/es_nominibatch_tf_paper.sbatch", 5,
+     lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2)),
+    ("es_small99_paper", "jobs/slurm/es_small99_paper.sbatch", 1,
+     lambda t: 2000 * (50_000 * t["small_offspring"] + t["small_validate"] + 0.02)),
+]
+
+
+def throughput(dataset):
+    """Seconds per unit of work on one core here (batch 50): an offspring (full forward), a
+    limited offspring under the uniform bucket draw (delta evaluation), the base pass, an SGD
+    step (forward + backward + Adam) and a validation pass over the 10,000 test images."""
+    import time
+
+    from hpc_es import limited, nets, noise, optim
+
+    def clock(fn, repeats):
+        fn()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - start) / repeats
+
+    x, y = dataset.train_images[:50], dataset.train_labels[:50]
+    out = {}
+    for name in ("tf_tutorial", "small"):
+        net = nets.build(name)
+        theta = net.init_theta(0)
+        short = "tf" if name == "tf_tutorial" else "small"
+        out[f"{short}_offspring"] = clock(lambda: net.loss(theta, x, y), 10)
+        opt = optim.build(config.OptimConfig(), net.n_params)
+        g = np.empty_like(theta)
+        out[f"{short}_sgd_step"] = clock(lambda: opt.step(theta, net.grad(theta, x, y, out=g)), 5)
+        out[f"{short}_validate"] = clock(lambda: net.n_correct(theta, dataset.test_images[:1000],
+                                                               dataset.test_labels[:1000]), 1) * 10
+    net = nets.build("tf_tutorial")
+    theta = net.init_theta(0)
+    buckets = limited.partition(net.layout, 5000)
+    ev = limited.DeltaEvaluator(net)
+    out["tf_base_pass"] = clock(lambda: ev.set_base(theta, x, y), 3)
+    table = noise.build_table(0, 2_000_000)
+    ids = np.random.default_rng(0).integers(0, buckets.count, 400)
+    out["tf_limited_offspring"] = clock(lambda: [ev.loss(buckets.start[m], buckets.size[m], table, 7, 0.002)
+                                                for m in ids], 1) / ids.size
+    return out
+
+
+def _groups(runs, figure, select=None):
+    """{label: [runs]} of one figure, one run per seed, optionally filtered."""
+    keep = (lambda run: True) if select is None else (lambda run: select(run.config))
+    out = {}
+    for iterations in sorted({r.config["run"]["iterations"] for r in runs}):  # a curve per length, too
+        same = [r for r in runs if r.config["run"]["iterations"] == iterations]
+        for k, v in runs_mod.group(same, figure, keep).items():
+            out[f"{k} {iterations} it."] = list(v.values())
+    return dict(sorted(out.items()))
+
+
+def _training_key(cfg):
+    """What must match for a full-perturbation run to be the comparator of a limited one (Fig. 3):
+    everything that shapes training except the population and how it perturbs (es.n_offspring,
+    es.perturbation and the bucket settings: what the comparison varies) and the seed."""
+    es = cfg["es"]
+    return (repr(sorted(cfg["net"].items())), cfg["data"]["batch_size"], repr(sorted(cfg["optim"].items())),
+            es["sigma"], es["antithetic"], es["fitness"], es["mode"], cfg["run"]["method"], cfg["run"]["iterations"])
+
+
+def _final(runs):
+    acc = [r.history["val_accuracy"][-1] for r in runs if len(r.history.get("val_accuracy", []))]
+    return np.array(acc)
+
+
+def _acc_text(runs):
+    acc = _final(runs)
+    if not acc.size:
+        return "-"
+    spread = f" (range {100 * acc.min():.2f}-{100 * acc.max():.2f})" if acc.size > 1 else ""
+    return f"{100 * np.median(acc):.2f}%{spread}, {acc.size} run{'s' if acc.size > 1 else ''}"
+
+
+def _setup(runs):
+    cfg = runs[0].config
+    n = f", N = {cfg['es']['n_offspring']:,}" if cfg["run"]["method"] == "es" else ""
+    wall = np.mean([r.seconds for r in runs])
+    counts = sorted({c for r in runs for c in r.rank_counts})
+    ranks = plural(counts[0], "rank") if len(counts) == 1 else f"{'/'.join(map(str, counts))} ranks (resumed)"
+    return f"{cfg['net']['arch']}{n}, {cfg['run']['iterations']:,} it., {ranks}, {wall:.0f} s per run"
+
+
+def reproduction(paths, timing, write_to=None, bench=None):
+    """The markdown of docs/REPRODUCTION.md from results under ``paths`` (and a table1.h5 if
+    found), the per-unit ``timing`` of :func:`throughput`, and optionally the master-cost
+    benchmark's JSON ``bench``. A ``<!-- notes -->`` block already in ``write_to`` is kept."""
+    import time
+
+    from hpc_es import nets
+    from hpc_es.runs import FIGURES
+    runs = runs_mod.load_runs(paths)
+    tables = runs_mod.find_results([p for p in paths if os.path.isdir(p)], TABLE1)
+    rows = []
+
+    def row(claim, paper, ours, setup):
+        rows.append(f"| {claim} | {paper} | {ours} | {setup} |")
+
+    for name, group_runs in _groups(runs, 1).items():
+        if max(r.config["run"]["iterations"] for r in group_runs) < MIN_ITERATIONS_FOR_ACCURACY:
+            continue  # a measurement run (e.g. rho at N = 10,000 for a few iterations), not a training curve
+        if name.startswith("SGD"):
+            row("SGD final accuracy (Sec. 4)", f"{paper_text('acc_sgd_tf')} (tf_tutorial, 2,000 it.)", _acc_text(group_runs),
+                _setup(group_runs))
+        else:
+            row("Mini-batch ES final accuracy (Sec. 4)",
+                f"{paper_text('acc_es_tf_10k')} (tf_tutorial, N = 10,000, 2,000 it., 5 runs)",
+                _acc_text(group_runs), _setup(group_runs))
+    corr = [r for r in runs if "rho" in r.history and r.config["run"]["method"] == "es"]
+    by_setup = {}
+    for r in corr:
+        by_setup.setdefault((r.config["net"]["arch"], r.config["es"]["n_offspring"]), []).append(r)
+    for (net, n), group_runs in sorted(by_setup.items()):
+        P = nets.build(net).n_params
+        rho = np.mean([np.mean(r.history["rho"]) for r in group_runs])
+        row("rho(g_ES, g_true), Eq. 3", f"{paper_text('rho_es_tf_10k')} (N = 10,000, P = 3,274,634)",
+            f"{100 * rho:.2f}% (theory for this N and P: {100 * analysis.expected_rho(n / 2, P):.2f}%)",
+            _setup(group_runs))
+        self_rho = [np.mean(r.history["rho_sgd_self"]) for r in group_runs if "rho_sgd_self" in r.history]
+        if self_rho:
+            row("SGD self-correlation (two random mini-batches)", paper_text("rho_sgd_self"),
+                f"{100 * np.mean(self_rho):.2f}%", _setup(group_runs))
+    proxies = [r for r in runs if r.config["run"]["method"] == "proxy"]
+    same = ("seed", "iterations")
+    pairs = [(e, p) for p in proxies for e in corr
+             if all(e.config["run"][k] == p.config["run"][k] for k in same)
+             and e.config["net"]["arch"] == p.config["net"]["arch"]]
+    c = [x for x in (paired_curves(e.path, p.path) for e, p in pairs) if x["points"] > 2]
+    if c:
+        row("ES and its proxy follow the same curve (Fig. 2)", "curves alike, fluctuations shared",
+            f"curve correlation {np.mean([x['curve_correlation'] for x in c]):.4f}, of changes "
+            f"{np.mean([x['change_correlation'] for x in c]):.3f}, mean gap "
+            f"{100 * np.mean([x['mean_abs_difference'] for x in c]):.2f} points ({len(c)} seed pairs)",
+            _setup([p for _, p in pairs]))
+    for path in tables:
+        summary = io.read_summary(path)[1]
+        for m, key in (("sgd", "table1_sgd"), ("proxy_0.04", "table1_proxy_4"), ("proxy_0.2", "table1_proxy_20")):
+            if m in summary["methods"]:
+                r = summary["methods"][m]
+                row(f"Table 1: {m}", f"{paper_text(key)} ({_table1_setup()})",
+                    f"{100 * r['mean']:.2f}% +- {100 * r['std']:.2f} ({len(r['runs'])} runs)",
+                    f"{summary['net']}, {summary['iterations']:,} it.")
+    for r in runs:
+        if "population_n" in r.history:
+            P = nets.build(r.config["net"]["arch"]).n_params
+            target = r.config["population"]["target_rho"]
+            row(f"Population for rho = {100 * target:.0f}%", f"{paper_text('population_20')} (tf_tutorial)",
+                f"{int(r.history['population_n'][-1]):,} at rho {100 * r.history['population_rho'][-1]:.1f}% "
+                f"(theory for P = {P:,}: {2 * analysis.pairs_for_rho(target, P):,.0f})",
+                f"{r.config['net']['arch']}, {r.seconds:.0f} s")
+    fig3 = _groups(runs, 3)
+    for lk, lv in fig3.items():
+        if not lk.startswith("limited"):
+            continue
+        net = lv[0].config["net"]["arch"]
+        full = [v for k, v in fig3.items()
+                if not k.startswith("limited") and _training_key(v[0].config) == _training_key(lv[0].config)]
+        claim = "Limited vs full perturbation (Fig. 3)"
+        paper = f"no significant difference, p = {paper_text('fig3_p')} (50,000 x 5,000 vs 10,000)"
+        if full:
+            fv = max(full, key=len)  # of the full-perturbation curves trained alike, the one with most seeds
+            p = analysis.wilcoxon(*_paired(lv, fv))
+            row(claim, paper, f"limited {_acc_text(lv)} vs full N = {fv[0].config['es']['n_offspring']:,} "
+                f"{_acc_text(fv)}; paired Wilcoxon p = {_p(p)}", _setup(lv))
+        else:
+            row(claim, paper, f"limited {_acc_text(lv)}; no full-perturbation run of {net} at this scale", _setup(lv))
+    if bench:
+        rows_b = bench["rows"]
+        row("Master aggregation, dense (Sec. 4.1)", f"~{paper_text('master_dense_s')} (N = 10,000, P = 3,274,634)",
+            f"{rows_b['dense']['seconds']:.2f} s ({rows_b['dense']['x_bandwidth']:.1f}x read bandwidth)",
+            f"benchmarks/aggregation.py, {plural(bench['machine']['ranks'], 'rank')}")
+        row("Master aggregation, limited (Sec. 4.1)",
+            f"{paper_text('master_limited_s')} (50,000 x 5,000); {paper_text('master_speedup')} faster",
+            f"{rows_b['limited']['seconds']:.3f} s; {bench['dense_over_limited']:.0f}x faster", "same run")
+    fig4 = _groups(runs, 4)
+    nomb = {k: v for k, v in fig4.items() if k.startswith("no-mini-batch")}
+    mb = {k: v for k, v in fig4.items() if k.startswith("ES")}
+    for nk, nv in nomb.items():
+        n = nv[0].config["es"]["n_offspring"]
+        net = nv[0].config["net"]["arch"]
+        match = [v for k, v in mb.items() if v[0].config["es"]["n_offspring"] == n and v[0].config["net"]["arch"] == net]
+        if match:
+            p = analysis.wilcoxon(*_paired(nv, match[0]))
+            row("No-mini-batch vs mini-batch ES (Fig. 4)",
+                f"{paper_text('acc_es_nominibatch_tf')} vs {paper_text('acc_es_tf_10k')}, p < {paper_text('fig4_p')} "
+                "(N = 10,000)",
+                f"{_acc_text(nv)} vs {_acc_text(match[0])}; paired Wilcoxon p = {_p(p)}; curve wiggle "
+                f"{_roughness(nv):.2f} vs {_roughness(match[0]):.2f} points", _setup(nv))
+    for k, v in _groups(runs, 5).items():
+        row("No-mini-batch ES + L2 2e-4, small net (Fig. 5)",
+            f"{paper_text('acc_es_small99_10k')} (N = 10,000), {paper_text('acc_es_small99_50k')} (N = 50,000)",
+            _acc_text(v), _setup(v))
+
+    cost = ["| experiment | job script | runs | projected core-hours (all runs) |", "| --- | --- | ---: | ---: |"]
+    for preset, script, n_runs, seconds in FULL_SCALE:
+        hours = n_runs * seconds(timing) / 3600
+        cost.append(f"| `{preset}` | `{script}` | {n_runs} | {hours:,.1f} |" if hours < 10 else
+                    f"| `{preset}` | `{script}` | {n_runs} | {hours:,.0f} |")
+    units = ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in timing.items())
+    notes = ""
+    if write_to and os.path.exists(write_to):
+        text = open(write_to).read()
+        if NOTES_BEGIN in text and NOTES_END in text:
+            notes = text[text.index(NOTES_BEGIN):text.index(NOTES_END) + len(NOTES_END)]
+    notes = notes or f"{NOTES_BEGIN}\n(What these runs confirm and what they cannot reach: written by hand.)\n{NOTES_END}"
+    figures = [f"![Figure {n}](figures/figure{n}.png)" for n in FIGURES
+               if write_to and os.path.exists(os.path.join(os.path.dirname(write_to), "figures", f"figure{n}.png"))]
+    doc = [
+        "# Reproduction at local scale, beside the paper",
+        "",
+        f"Generated by `hpc-es report {' '.join(paths)} --write {write_to or '-'}` on "
+        f"{time.strftime('%Y-%m-%d')} from {plural(len(runs), 'results file')}; regenerate after new runs. "
+        f"{_provenance(runs)} Paper figures are labelled as the paper's.",
+        "",
+        "## Every claim: the paper's number, ours at local scale",
+        "",
+        "| claim | paper | ours (median over runs) | our setup, wall time |",
+        "| --- | --- | --- | --- |",
+        *rows,
+        "",
+        notes,
+        "",
+        "## What the full-scale runs would cost",
+        "",
+        "Projected from the per-core throughput measured when this report was generated (batch 50, one "
+        f"thread): {units}. Core-hours include evaluation, validation every iteration and aggregation; "
+        "they exclude start-up and I/O (checkpoints cost < 1%, docs/RELIABILITY.md). Projections, not "
+        "measurements.",
+        "",
+        *cost,
+        "",
+        "## Figures",
+        "",
+        *figures,
+        "",
+        "## Every run",
+        "",
+        report([r.path for r in runs]).split("\n\nPaper figures")[0],
+    ]
+    return "\n".join(doc) + "\n"
+
+
+def _provenance(runs):
+    """Where and how the runs were made, as their files record it (never assumed)."""
+    if not runs:
+        return ""
+    counts = {}
+    for r in runs:
+        key = "/".join(map(str, r.rank_counts))
+        counts[key] = counts.get(key, 0) + 1
+    ranks = "; ".join(f"{n} on {k} rank{'' if k == '1' else 's'}" for k, n in sorted(counts.items()))
+    hosts = sorted({h for r in runs for h in r.hosts})
+    resumed = sum(bool(r.resumes) for r in runs)
+    commands = sorted({r.command for r in runs if r.command})
+    text = f"Runs as their files record them: {ranks}"
+    text += f"; hosts {', '.join(hosts)}" if hosts else ""
+    text += f"; {resumed} resumed at least once" if resumed else ""
+    text += "."
+    if commands:
+        text += " Commands recorded: " + "; ".join(f"`{c}`" for c in commands[:12])
+        text += f" and {len(commands) - 12} more." if len(commands) > 12 else "."
+    return text
+
+
+def _paired(a, b):
+    """Final accuracies of the seeds two groups share, in seed order."""
+    fa = {r.seed: r.history["val_accuracy"][-1] for r in a}
+    fb = {r.seed: r.history["val_accuracy"][-1] for r in b}
+    seeds = sorted(set(fa) & set(fb))
+    return [fa[s] for s in seeds], [fb[s] for s in seeds]
+
+
+def _p(p):
+    return "n/a (too few paired runs)" if p is None else f"{p:.3g}"
+
+
+def _roughness(runs):
+    """Mean |second difference| of the validation curve, in points: wiggle around the trend
+    (a steadily rising curve scores 0, however steep)."""
+    return 100 * float(np.mean([np.mean(np.abs(np.diff(r.history["val_accuracy"], 2))) for r in runs]))

@@ -1,0 +1,210 @@
+"""One iteration's gradient, per method: the step objects the training loop calls.
+
+Each step has ``gradient(theta, t, out, timer)``: it writes iteration t's *descent* direction
+of the loss into ``out`` (P,) on every rank alike and returns the iteration's record
+(``loss``, ``reward_std`` and, when measured, ``rho``...). ``timer`` (:class:`PhaseTimer`)
+receives the seconds of each phase. The loop (:mod:`hpc_es.train`) then only updates,
+validates, logs and checkpoints, whatever the method.
+
+  SGDStep         exact gradient of the mini-batch of stream DATA_STREAM (+ L2)
+  ProxyStep       Sec. 3's ES proxy: that gradient plus Gaussian noise at correlation rho
+  ESStep          OpenAI-ES, Eq. (1): evaluate this rank's share of offspring, Allgatherv the
+                  rewards, aggregate g_ES (sharded over the ranks: one Allgatherv of P floats)
+  LimitedESStep   ES with limited perturbation (Sec. 4.1): buckets, delta evaluation
+
+With ``measure.correlation`` / ``measure.sgd_self_correlation``, rank 0 measures the estimate
+against the exact gradient of the same mini-batch (never used by the optimizer).
+"""
+import contextlib
+import time
+
+import numpy as np
+
+from hpc_es import analysis, comm as comm_mod, es, faults, limited
+
+PHASES = ("seconds_evaluate", "seconds_communicate", "seconds_aggregate", "seconds_update",
+          "seconds_measure", "seconds_validate", "seconds_total")
+
+
+class PhaseTimer:
+    """Seconds per phase of one iteration: ``with timer("evaluate"): ...`` adds to
+    ``seconds_evaluate``; :attr:`seconds` has every phase of :data:`PHASES`, 0 where unused."""
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, phase):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds["seconds_" + phase] += time.perf_counter() - t0
+
+    def total(self):
+        """The phases, with ``seconds_total`` = wall time since this timer was made."""
+        return {**self.seconds, "seconds_total": time.perf_counter() - self._start}
+
+
+def build(cfg, comm, net, dataset, table):
+    """The step of ``cfg.run.method`` (sgd, proxy, es) and ``es.perturbation`` (full, limited)."""
+    method = cfg.run.method
+    if method == "sgd":
+        return SGDStep(cfg, comm, net, dataset)
+    if method == "proxy":
+        return ProxyStep(cfg, comm, net, dataset)
+    if method == "es":
+        cls = LimitedESStep if cfg.es.perturbation == "limited" else ESStep
+        return cls(cfg, comm, net, dataset, table)
+    raise ValueError(f"run.method {method!r}: no training step (expected sgd, proxy or es)")
+
+
+def check_finite(values, t, cfg, what):
+    """Raise FloatingPointError naming iteration t and the likely culprit if ``values`` are not
+    all finite (the values are identical on every rank, so every rank raises alike)."""
+    if not np.isfinite(values).all():
+        hint = (f"es.sigma = {cfg.es.sigma} or optim.lr = {cfg.optim.lr} is likely too large"
+                if cfg.run.method == "es" else f"optim.lr = {cfg.optim.lr} is likely too large")
+        raise FloatingPointError(f"iteration {t + 1}: non-finite {what}; {hint}. The last checkpoint "
+                                 f"is kept; resume from it with a smaller value and --force into a new --out")
+
+
+class SGDStep:
+    """The SGD control: the exact gradient of iteration t's mini-batch (identical on every rank)."""
+
+    def __init__(self, cfg, comm, net, dataset):
+        self.cfg, self.net, self.rank = cfg, net, comm.Get_rank()
+        self.x, self.y = dataset.train_images, dataset.train_labels
+
+    def describe(self):
+        return ""
+
+    def minibatch(self, t):
+        return es.minibatch(self.cfg.run.seed, t, len(self.y), self.cfg.data.batch_size)
+
+    def gradient(self, theta, t, out, timer):
+        batch = self.minibatch(t)
+        with timer("evaluate"):
+            loss, _ = self.net.loss_and_grad(theta, self.x[batch], self.y[batch], self.cfg.optim.l2, out=out)
+        check_finite(np.array([loss]), t, self.cfg, "loss")
+        rec = {"loss": loss, "reward_std": 0.0}
+        with timer("measure"):
+            rec.update(self.measure(theta, t, batch, out, sign=1.0, g_true=None))
+        return rec
+
+    def measure(self, theta, t, batch, g_est, sign, g_true):
+        """Rank 0's measurements of iteration t (see module doc); {} elsewhere or when off.
+
+        ``g_est`` is the estimate used this iteration, ``sign`` the sign that turns the loss
+        gradient into its direction (-1 for g_ES, an ascent direction of the reward), and
+        ``g_true`` the exact loss gradient of the mini-batch if already computed.
+        """
+        cfg, net, x, y = self.cfg, self.net, self.x, self.y
+        rec = {}
+        if self.rank != 0:
+            return rec
+        if cfg.measure.correlation:
+            if g_true is None:
+                g_true = net.grad(theta, x[batch], y[batch])  # the cross-entropy's gradient, no L2
+            g_true = g_true if sign > 0 else -g_true
+            rec["rho"] = analysis.pearson(g_est, g_true)
+            for name, rho in analysis.layer_correlations(net, g_est, g_true).items():
+                rec[f"rho_{name}"] = rho
+        if cfg.measure.sgd_self_correlation:
+            rng = es.stream(cfg.run.seed, t, es.SELF_STREAM)
+            b1, b2 = (rng.choice(len(y), cfg.data.batch_size, replace=False) for _ in range(2))
+            g1 = net.grad(theta, x[b1], y[b1]).copy()
+            rec["rho_sgd_self"] = analysis.pearson(g1, net.grad(theta, x[b2], y[b2]))
+        return rec
+
+
+class ProxyStep(SGDStep):
+    """Sec. 3's ES proxy: g_true + m g_noise with rho(g_proxy, g_true) = proxy.rho, at SGD cost;
+    g_noise from stream PROXY_STREAM of iteration t."""
+
+    def __init__(self, cfg, comm, net, dataset):
+        super().__init__(cfg, comm, net, dataset)
+        self.g_true = np.empty(net.n_params, np.float32)
+
+    def describe(self):
+        return f", rho = {self.cfg.proxy.rho}"
+
+    def gradient(self, theta, t, out, timer):
+        batch = self.minibatch(t)
+        with timer("evaluate"):
+            loss, _ = self.net.loss_and_grad(theta, self.x[batch], self.y[batch], self.cfg.optim.l2, out=self.g_true)
+        check_finite(np.array([loss]), t, self.cfg, "loss")
+        with timer("aggregate"):
+            g_noise = es.stream(self.cfg.run.seed, t, es.PROXY_STREAM).standard_normal(self.net.n_params, np.float32)
+            analysis.proxy_gradient(self.g_true, self.cfg.proxy.rho, g_noise, out)
+        rec = {"loss": loss, "reward_std": 0.0}
+        with timer("measure"):
+            rec.update(self.measure(theta, t, batch, out, sign=1.0, g_true=self.g_true))
+        return rec
+
+
+class ESStep(SGDStep):
+    """OpenAI-ES (Eq. 1 and 2): this rank evaluates offspring [lo, hi) of the population drawn
+    from (seed, t); the rewards are gathered; g_ES is aggregated over the noise table, each rank
+    its slice of theta when sharded; the descent direction is -g_ES (+ L2, known exactly)."""
+
+    def __init__(self, cfg, comm, net, dataset, table):
+        super().__init__(cfg, comm, net, dataset)
+        self.comm, self.table = comm, table.array
+        rank, size = comm.Get_rank(), comm.Get_size()
+        n = cfg.es.n_offspring
+        self.lo, self.hi = comm_mod.split_range(n, rank, size)
+        self.counts = comm_mod.share_counts(n, size)
+        self.mine, self.rewards = np.empty(self.hi - self.lo, np.float64), np.empty(n, np.float64)
+        self.work = np.empty(net.n_params, np.float32)
+        self.sharded = cfg.es.aggregation == "sharded" and size > 1
+        self.g_lo, self.g_hi = comm_mod.split_range(net.n_params, rank, size) if self.sharded else (0, net.n_params)
+        self.g_counts = comm_mod.share_counts(net.n_params, size)
+        self.buckets = self.delta = None
+
+    def describe(self):
+        e = self.cfg.es
+        return f", N = {e.n_offspring}, sigma = {e.sigma}, {e.mode}"
+
+    def gradient(self, theta, t, out, timer):
+        cfg, lo, hi = self.cfg, self.lo, self.hi
+        with timer("evaluate"):
+            pop = es.sample_population(cfg.es, cfg.run.seed, t, self.net.n_params, cfg.noise.size, len(self.y),
+                                       cfg.data.batch_size, self.buckets)
+            # The reliability tests can stop a rank half-way through its share (faults.point).
+            mid = (lo + hi) // 2 if faults.armed() else hi
+            es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, lo, mid, self.mine,
+                        self.work, self.delta)
+            faults.point("evaluate", t + 1, self.rank)
+            es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, mid, hi,
+                        self.mine[mid - lo:], self.work, self.delta)
+        with timer("communicate"):
+            comm_mod.allgatherv(self.comm, self.mine, self.rewards, self.counts)
+        check_finite(self.rewards, t, cfg, "rewards")
+        with timer("aggregate"):
+            es.gradient(self.table, pop, es.fitness(self.rewards, cfg.es.fitness), cfg.es.sigma, out,
+                        self.g_lo, self.g_hi)
+        if self.sharded:  # assemble g from every rank's slice (P floats, in place)
+            with timer("communicate"):
+                comm_mod.allgatherv(self.comm, out[self.g_lo:self.g_hi], out, self.g_counts)
+        rec = {"loss": -float(self.rewards.mean()), "reward_std": float(self.rewards.std())}
+        with timer("measure"):
+            rec.update(self.measure(theta, t, pop.batch, out, sign=-1.0, g_true=None))
+        with timer("update"):
+            np.negative(out, out=out)  # the optimizers descend the loss = -reward
+            self.net.add_l2_grad(theta, cfg.optim.l2, out)  # as OpenAI's ES: L2's gradient is known exactly
+        return rec
+
+
+class LimitedESStep(ESStep):
+    """ES with limited perturbation (Sec. 4.1): each antithetic pair perturbs one bucket of
+    <= es.bucket_size parameters (:mod:`hpc_es.limited`), evaluated from cached activations."""
+
+    def __init__(self, cfg, comm, net, dataset, table):
+        super().__init__(cfg, comm, net, dataset, table)
+        self.buckets = limited.partition(net.layout, cfg.es.bucket_size)
+        self.delta = limited.DeltaEvaluator(net) if cfg.es.delta else None
+
+    def describe(self):
+        return super().describe() + f", limited to buckets of <= {self.cfg.es.bucket_size}"
