@@ -36,14 +36,15 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PAPER = {"dense_seconds": 90.0, "limited_seconds": 1.4, "speedup": 64.0,
-         "theory_speedup": 3274634 * 10000 / (5000 * 50000)}
 
 
 def main():
     sys.path.insert(0, HERE)
     from _common import machine_record, write_json
     from hpc_es import comm as comm_mod, es, kernels, limited, nets
+    from hpc_es.paper import value
+    paper = {"dense_seconds": value("master_dense_s"), "limited_seconds": value("master_limited_s"),
+             "speedup": value("master_speedup"), "theory_speedup": value("master_speedup_theory")}
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", type=int, default=250_000_000, help="noise table floats")
@@ -64,7 +65,7 @@ def main():
     t0 = time.perf_counter()
     shared = comm_mod.shared_noise_table(comm, 0, args.table)
     table = shared.array
-    say(f"table of {args.table:,} floats built in {time.perf_counter() - t0:.1f} s; {size} rank(s), "
+    say(f"table of {args.table:,} floats built in {time.perf_counter() - t0:.1f} s; {size} rank{'' if size == 1 else 's'}, "
         f"one thread each; medians of {args.repeats}")
     lo, hi = comm_mod.split_range(P, rank, size)
     counts = np.array([b - a for a, b in (comm_mod.split_range(P, r, size) for r in range(size))], np.int64)
@@ -170,11 +171,11 @@ def main():
         say(f"dense kernel vs numpy chunked dot: {rows['dense']['speedup_vs_numpy']:.0f}x faster (target >= 50x: "
             f"{rows['numpy']['GFMAps_per_rank_needed_for_50x']:.0f} G multiply-adds/s per rank; dense runs at "
             f"{rows['dense']['GFMAps_per_rank']:.0f}, the in-cache ceiling is {ceiling / 1e9:.0f})")
-    say(f"dense / limited: {ratio:.1f}x (paper {PAPER['speedup']:.0f}x: {PAPER['dense_seconds']:.0f} s vs "
-        f"{PAPER['limited_seconds']} s; work ratio here {theory:.0f}x, paper's theory {PAPER['theory_speedup']:.0f}x)")
+    say(f"dense / limited: {ratio:.1f}x (paper {paper['speedup']:.0f}x: {paper['dense_seconds']:.0f} s vs "
+        f"{paper['limited_seconds']} s; work ratio here {theory:.0f}x, paper's theory {paper['theory_speedup']:.0f}x)")
     record = {"machine": machine_record(threads=1, ranks=size), "table_floats": args.table, "P": P,
               "dense_N": args.dense, "limited_N": args.limited, "bucket": args.bucket, "rows": rows,
-              "dense_over_limited": ratio, "work_ratio": theory, "paper": PAPER}
+              "dense_over_limited": ratio, "work_ratio": theory, "paper": paper}
     if rank == 0:
         write_json(args.json, record)
     shared.free()

@@ -1,5 +1,4 @@
 """The MPI layer. Tests marked ``mpi`` also run under ``mpiexec -n 2`` (see README)."""
-import hashlib
 import os
 import shutil
 import subprocess
@@ -36,12 +35,23 @@ def test_parallel_assert_raises_on_every_rank(world):
         comm.parallel_assert(world, world.Get_rank() != failing, "last rank fails")
 
 
-@pytest.mark.mpi
-def test_every_rank_reads_identical_verified_data(world, mnist_dir):
-    ds = data.load_mnist(mnist_dir)
-    digest = hashlib.sha256(ds.train_images.tobytes() + ds.test_labels.tobytes()).hexdigest()
-    digests = world.allgather(digest)
-    comm.parallel_assert(world, len(set(digests)) == 1, f"ranks read different data: {digests}")
+@pytest.mark.mpi(min_size=2)
+def test_a_data_directory_missing_on_one_rank_stops_every_rank_with_one_message(world, mnist_dir, tmp_path):
+    """Rank 0 loads MNIST, the last rank cannot see the directory (a path visible on the login
+    node only): every rank raises the same DataError naming that rank, none waits for ever."""
+    from hpc_es import config, train
+    missing = world.bcast(str(tmp_path / "not-on-this-node"), root=0)
+    last = world.Get_size() - 1
+    cfg = config.load("sgd_small_local", [f'data.dir="{missing if world.Get_rank() == last else mnist_dir}"'])
+    try:
+        train._load_data(world, cfg)
+        message = None
+    except data.DataError as err:
+        message = str(err)
+    messages = world.allgather(message)
+    comm.parallel_assert(world, len(set(messages)) == 1 and messages[0] is not None
+                         and messages[0].startswith(f"rank {last} on ") and "not-on-this-node" in messages[0],
+                         f"ranks ended with {messages}")
 
 
 @pytest.mark.mpi

@@ -53,17 +53,56 @@ def test_curves_are_median_and_quartiles_across_seeds(results):
     assert set(runs_mod.curves(runs, 5)) == {"no-mini-batch ES, N = 1,000, L2 0.0002 [small]"}
 
 
-def test_every_figure_is_drawn_and_a_figure_without_runs_is_an_error(results, tmp_path):
+def test_figures_draw_the_curves_in_one_colour_per_method_with_plain_legends(results, tmp_path):
     runs = runs_mod.load_runs([results])
+    sgd = runs_mod.curves(runs, 1)["SGD (Adam) [small]"]
+    colour_of = {}
     for n in plots.FIGURES:
-        for path in plots.draw(runs, n, str(tmp_path / "fig")):
-            assert os.path.getsize(path) > 5000
+        fig = plots.figure(runs, n)
+        ax = fig.axes[0]
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend and not any("[small]" in t or "median of" in t for t in legend), legend
+        caption = " ".join(t.get_text() for t in fig.texts)
+        assert "small net" in caption and "median across runs" in caption and "Runs per curve" in caption
+        assert ax.get_title().startswith(f"Figure {n}: ") and ax.get_xlabel() == "Iteration"
+        for line, text in zip(ax.get_lines(), legend):
+            colour_of.setdefault(text, set()).add(line.get_color())
+        if n == 1:  # the drawn data are the curves' medians, in percent
+            line = ax.get_lines()[legend.index("SGD (Adam)")]
+            np.testing.assert_allclose(line.get_xdata(), sgd[0])
+            np.testing.assert_allclose(line.get_ydata(), 100 * sgd[1])
+        fig.clf()
+    assert colour_of["ES, N = 500"] == {plots.COLOURS["es"]}  # in Figs. 1, 2 and 3 alike
+    assert colour_of["ES proxy, rho = 9.25%"] == {plots.COLOURS["proxy"]}
+    assert colour_of["SGD (Adam)"] == {plots.COLOURS["sgd"]}
+
+
+def test_a_figure_missing_one_side_says_so_and_files_are_print_quality(results, tmp_path):
+    runs = runs_mod.load_runs([results])
+    limited_only = [r for r in runs if runs_mod.method_key(r.config) == "limited"]
+    assert plots.missing(limited_only, 3) == ["full-perturbation ES"]
+    fig = plots.figure(limited_only, 3)
+    assert any("Not shown (no such run given): full-perturbation ES" in t.get_text() for t in fig.axes[0].texts)
+    paths = plots.draw(runs, 1, str(tmp_path / "fig"))
+    import struct
+    with open(paths[0], "rb") as f:
+        width = struct.unpack(">I", f.read(24)[16:20])[0]
+    assert width >= 150 * 7  # 7-inch figure at >= 150 dpi
     only_sgd = [r for r in runs if r.config["run"]["method"] == "sgd"]
     with pytest.raises(ValueError, match="figure 5 .*none of the 4 runs"):
         plots.draw(only_sgd, 5, str(tmp_path / "fig"))
+
+
+def test_plot_command_writes_beside_the_results_never_into_docs(results, tmp_path):
+    cwd = tmp_path / "checkout"
+    os.makedirs(cwd / "docs" / "figures")
+    proc = subprocess.run([sys.executable, "-m", "hpc_es", "plot", results, "--figure", "3"], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert os.path.exists(os.path.join(results, "figures", "figure3.pdf")) and not os.listdir(cwd / "docs" / "figures")
     proc = subprocess.run([sys.executable, "-m", "hpc_es", "plot", results, "--figure", "3", "--out",
                            str(tmp_path / "cli")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and os.path.exists(tmp_path / "cli" / "figure3.pdf"), proc.stderr
+    assert proc.returncode == 0 and os.path.exists(tmp_path / "cli" / "figure3.png"), proc.stderr
     proc = subprocess.run([sys.executable, "-m", "hpc_es", "plot", str(tmp_path / "nothing")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "nothing: no such file or directory" in proc.stdout
@@ -79,6 +118,8 @@ def test_reproduction_report_lists_every_claim_and_keeps_hand_notes(results, tmp
                   "ES and its proxy", "Limited vs full", "No-mini-batch vs mini-batch", "L2 2e-4"):
         assert claim in text, claim
     assert "my verdicts" in text and "| `es_tf_paper` | `jobs/slurm/es_tf_paper.sbatch` | 5 |" in text
+    # the preamble says what the files record, not where we think the runs came from
+    assert "reproduce_local" not in text and "Runs as their files record them: 29 on 2 ranks." in text
     # es_tf_paper: 5 runs x 2,000 x (10,000 x 0.01 + 0.01 + 1.2) s
     assert f"{5 * 2000 * (100 + 0.01 + 1.2) / 3600:,.0f} |" in text
     assert "| Mini-batch ES final accuracy (Sec. 4) | 96.99%" in text

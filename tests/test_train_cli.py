@@ -33,7 +33,20 @@ def test_cli_train_smoke(mnist_dir, tmp_path):
     proc = _cli("train", "sgd_small_local", "--set", "run.iterations=3", "--data-dir", mnist_dir,
                 "--out", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr
-    assert "final validation accuracy (10,000 test images):" in proc.stdout
+    assert "final validation accuracy (10,000 test images):" in proc.stdout and "1 rank," in proc.stdout
+    # one name for the accuracy on the 10,000 test images (the paper's "validation accuracy")
+    assert "val. accuracy" in proc.stdout and "val_acc" not in proc.stdout and "test accuracy" not in proc.stdout
+
+
+def test_presets_say_what_each_runs_and_a_typo_gets_a_suggestion():
+    proc = _cli("presets")
+    assert proc.returncode == 0
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines() if line.startswith("  ")}
+    assert "ES, N = 500 on small, 200 iterations" in lines["es_small_local"]
+    assert "limited ES, N = 50,000 (buckets <= 5,000) on tf_tutorial" in lines["limited_tf_paper"]
+    assert "Table 1" in lines["table1_tf_paper"] and "rho = 20%" in lines["population_tf_paper"]
+    proc = _cli("train", "es_smal_local")
+    assert proc.returncode == 2 and "did you mean 'es_small_local'" in proc.stdout
 
 
 def test_cli_errors_are_one_clear_line(tmp_path):
