@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 
-from hpc_es.es import FITNESS
+from hpc_es.es import FITNESS, SUBSETS
 from hpc_es.limited import CHOICES as BUCKET_CHOICES
 from hpc_es.nets import ARCHITECTURES, INIT_SCHEMES
 from hpc_es.optim import OPTIMIZERS
@@ -63,6 +63,9 @@ class ESConfig:
                         choices=FITNESS)
     mode: str = _opt("minibatch", "one shared mini-batch per iteration, or a random subset per perturbation "
                      "(no-mini-batch ES, Sec. 4.2)", choices=("minibatch", "nominibatch"))
+    subset: str = _opt("pair", "no-mini-batch mode: both members of an antithetic pair share one random subset "
+                       "(ours: their reward difference then measures the perturbation alone) or every "
+                       "pseudo-offspring draws its own (the paper's words, Sec. 4.2)", choices=SUBSETS)
     perturbation: str = _opt("full", "each pseudo-offspring perturbs all of theta, or one randomly chosen bucket "
                              "of at most es.bucket_size parameters (limited perturbation, Sec. 4.1)",
                              choices=("full", "limited"))
@@ -220,8 +223,10 @@ def trajectory_diff(old, new):
     """Keys (``section.key``) whose values differ between two config dicts and change the
     trajectory of theta (everything but :data:`RESUMABLE_KEYS`)."""
     keys = []
+    defaults = Config().to_dict()  # a key that files of earlier versions lack had its default then
     for section in sorted(set(old) | set(new)):
-        a, b = old.get(section, {}), new.get(section, {})
+        a = {**defaults.get(section, {}), **old.get(section, {})}
+        b = {**defaults.get(section, {}), **new.get(section, {})}
         for key in sorted(set(a) | set(b)):
             name = f"{section}.{key}"
             if name not in RESUMABLE_KEYS and a.get(key) != b.get(key):

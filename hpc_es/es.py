@@ -12,7 +12,10 @@ Symbols (Zhang et al.):
   Eq. (2)           theta_{t+1} = theta_t + alpha g_t^ES (here: any optimizer fed -g_t^ES)
 
 N counts pseudo-offspring; with antithetic ("mirrored") sampling they come in pairs
-(+eps_k, -eps_k), offspring 2k and 2k+1, as in the paper's counts. Then Eq. (1) reduces to
+(+eps_k, -eps_k), offspring 2k and 2k+1. The paper never mentions mirrored sampling: it is our
+inference (its measured rho of 3.9% at N = 10,000 equals sqrt(n / (n + P + 1)) only with
+n = N/2 pairs; N independent perturbations would give 5.5%), and OpenAI's ES code, which the
+paper builds on, samples mirrored pairs. Then Eq. (1) reduces to
 g = 1/(N sigma) sum_k (f_{2k} - f_{2k+1}) eps_k, which is what :func:`perturbation_weights`
 and :func:`hpc_es.kernels.aggregate_dense` compute. The fitness f is the raw reward (the
 paper: MNIST has no rollout noise) or centred ranks in [-0.5, 0.5] (Salimans et al.).
@@ -61,7 +64,8 @@ class Population:
     offsets (K,) int64   table offset of perturbation k (K = N/2 antithetic, else N)
     member  (N,) int64   perturbation used by offspring i
     sign    (N,) float32 +1 or -1: offspring i is theta + sign_i * sigma * eps_{member_i}
-    batch   (B,) shared mini-batch indices, or (K, B) one subset per perturbation
+    batch   (B,) shared mini-batch indices, or (K, B) one subset per perturbation, or (N, B)
+            one per pseudo-offspring (no-mini-batch mode, es.subset = "offspring")
     limited perturbation (:mod:`hpc_es.limited`) only, else None:
     start   (K,) int64   first parameter of perturbation k's bucket
     length  (K,) int64   its size: the perturbation is theta[start:start+length] += s sigma T[o:o+length]
@@ -85,7 +89,12 @@ class Population:
         return self.member.size
 
     def batch_of(self, i):
-        return self.batch if self.batch.ndim == 1 else self.batch[self.member[i]]
+        """The data indices offspring i is evaluated on."""
+        return self.batch if self.batch.ndim == 1 else self.batch[self.subset_of(i)]
+
+    def subset_of(self, i):
+        """The row of ``batch`` offspring i uses (no-mini-batch mode)."""
+        return i if self.batch.shape[0] == self.size else self.member[i]
 
 
 def antithetic_members(n):
@@ -116,6 +125,8 @@ def sample_population(es_cfg, seed, t, n_params, table_size, n_train, batch_size
         sign = np.ones(n, np.float32)
     if es_cfg.mode == "minibatch":
         batch = minibatch(seed, t, n_train, batch_size)
+    elif es_cfg.subset == "offspring":  # the paper's words: a subset per pseudo-offspring
+        batch = subsets(seed, t, n, n_train, batch_size)
     else:  # antithetic partners share their subset, so their difference isolates eps
         batch = subsets(seed, t, k, n_train, batch_size)
     return Population(offsets, member, sign, batch, **bucket_fields)
@@ -130,13 +141,14 @@ def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta=N
     or once per antithetic pair's subset in no-mini-batch mode); without, ``work`` holds theta
     and only the bucket is perturbed and restored per offspring.
     """
+    check_population(pop, theta.size, table.size)
     if pop.limited:
         return _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta)
     shared_batch = pop.batch.ndim == 1
     if shared_batch:
         xb, yb = x[pop.batch], y[pop.batch]
     for i in range(lo, hi):
-        kernels.perturb(theta, table, pop.offsets[pop.member[i]], pop.sign[i] * sigma, work)
+        kernels._perturb(theta, table, pop.offsets[pop.member[i]], pop.sign[i] * sigma, work)  # checked above
         if not shared_batch:
             b = pop.batch_of(i)
             xb, yb = x[b], y[b]
@@ -147,16 +159,17 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
     shared_batch = pop.batch.ndim == 1
     if delta is None:
         work[:] = theta
-    based_on = None  # the perturbation whose subset the cached activations are for
+    based_on = None  # the row of pop.batch whose subset the cached activations are for
     for i in range(lo, hi):
         m = pop.member[i]
         start, length, offset = pop.start[m], pop.length[m], pop.offsets[m]
         scale = pop.sign[i] * sigma
-        b = pop.batch if shared_batch else pop.batch[m]
+        row = None if shared_batch else pop.subset_of(i)
+        b = pop.batch if shared_batch else pop.batch[row]
         if delta is not None:
-            if based_on is None or (not shared_batch and based_on != m):
+            if based_on is None or (not shared_batch and based_on != row):
                 delta.set_base(theta, x[b], y[b])
-                based_on = m
+                based_on = row
             rewards[i - lo] = -delta.loss(start, length, table, offset, scale)
         else:
             seg = work[start:start + length]
@@ -166,6 +179,22 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
 
 
 FITNESS = ("raw", "centered_ranks")
+SUBSETS = ("pair", "offspring")  # no-mini-batch: one subset per antithetic pair (ours) or per offspring
+
+
+def check_population(pop, n_params, table_size):
+    """Raise a ValueError naming the first perturbation of ``pop`` whose table window leaves a
+    table of ``table_size`` floats, or (limited perturbation) whose bucket leaves theta (P =
+    ``n_params``): the kernels read the table unchecked. Vectorised: once per call."""
+    if pop.limited:
+        bad = np.flatnonzero((pop.start < 0) | (pop.start + pop.length > n_params))
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"perturbation {k}: bucket [{pop.start[k]}, {pop.start[k] + pop.length[k]}) is outside "
+                             f"theta of {n_params} parameters")
+        kernels.check_windows(pop.offsets, pop.length, table_size)
+    else:
+        kernels.check_windows(pop.offsets, n_params, table_size)
 
 
 def fitness(rewards, method):

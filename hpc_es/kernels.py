@@ -1,7 +1,10 @@
 """numba kernels: the CNN's non-GEMM work (im2col, col2im, pooling, activations, loss).
 
-Every ``@njit`` of the package lives here. Kernels are pure: no globals, no I/O, no MPI, no
-random numbers; they write into preallocated ``out`` arrays and assume C-contiguous inputs
+Every ``@njit`` of the package lives here. The kernels a user can call with their own arrays
+(``perturb``, ``aggregate_dense``, ``aggregate_sparse``) are plain-Python wrappers that check
+shapes, dtypes and every table window, then call the unchecked ``@njit`` core (``_perturb``,
+...), as stumpy does; package code that checked an iteration's windows once calls the core.
+Kernels are pure: no globals, no I/O, no MPI, no random numbers; they write into preallocated ``out`` arrays and assume C-contiguous inputs
 of one float dtype (float32 in production, float64 in the finite-difference tests). The
 GEMMs themselves go to BLAS through ``numpy.matmul`` in :mod:`hpc_es.layers`.
 
@@ -229,8 +232,8 @@ def count_correct(logits, labels):
 # must allow a negative ``o + j`` there and compiles the loop to AVX gathers, 6x slower
 # (measured: 3.9 vs 22.6 GFLOP/s multiply-adds on an L1-resident axpy).
 @njit(**NJIT)
-def perturb(theta, table, offset, scale, out):
-    """``out = theta + scale * table[offset : offset + theta.size]``, reading the table in place."""
+def _perturb(theta, table, offset, scale, out):
+    """:func:`perturb` without the checks (callers that checked every offset of an iteration)."""
     eps = table[offset:offset + theta.size]
     for j in range(theta.size):
         out[j] = theta[j] + scale * eps[j]
@@ -265,8 +268,8 @@ def _axpy1(acc, table, offset, weight, m):
 
 
 @njit(**NJIT)
-def aggregate_dense(table, offsets, weights, out, block=AGG_BLOCK, flush=AGG_FLUSH):
-    """``out[j] = sum_k weights[k] * table[offsets[k] + j]`` for all j < out.size (Eq. (1)).
+def _aggregate_dense(table, offsets, weights, out, block=AGG_BLOCK, flush=AGG_FLUSH):
+    """:func:`aggregate_dense` without the checks.
 
     Pass ``offsets`` sorted ascending (and ``weights`` in the same order). Within a block of
     ``block`` outputs, consecutive perturbations then read overlapping table windows (a
@@ -301,8 +304,9 @@ def aggregate_dense(table, offsets, weights, out, block=AGG_BLOCK, flush=AGG_FLU
 
 
 @njit(**NJIT)
-def aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
-    """Limited perturbation: ``out[j - lo] = sum_k weights[k] * table[offsets[k] + j - starts[k]]``
+def _aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
+    """Limited perturbation (:func:`aggregate_sparse` without the checks):
+    ``out[j - lo] = sum_k weights[k] * table[offsets[k] + j - starts[k]]``
     over the perturbations k whose bucket ``[starts[k], starts[k] + sizes[k])`` holds j, for
     every j in ``[lo, lo + out.size)``; parameters no bucket of this iteration holds get 0.
 
@@ -343,6 +347,113 @@ def aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
             for j in range(m):
                 dst[j] = acc[j]
         k = end
+
+
+# ---- validated wrappers (stumpy's style): the checks a caller can fail, then the kernel ---------
+# numba does no bounds checks: an offset past the table would read other memory silently. The
+# checks are vectorised min/max over the perturbations, once per call.
+def perturb(theta, table, offset, scale, out):
+    """``out = theta + scale * table[offset : offset + theta.size]``, reading the table in place.
+
+    theta, out: (P,) C-contiguous, one float dtype; table: 1-D of that dtype; the slice must lie
+    inside the table. A ValueError names what is wrong."""
+    _check_vector("theta", theta)
+    _check_vector("out", out, theta.dtype, theta.size)
+    _check_vector("table", table, theta.dtype)
+    check_windows(np.array([offset], np.int64), theta.size, table.size)
+    _perturb(theta, table, offset, scale, out)
+
+
+def aggregate_dense(table, offsets, weights, out, block=AGG_BLOCK, flush=AGG_FLUSH):
+    """``out[j] = sum_k weights[k] * table[offsets[k] + j]`` for all j < out.size (Eq. (1)).
+
+    table: 1-D float32; offsets (K,) integers with every window ``[offsets[k], offsets[k] +
+    out.size)`` inside the table; weights (K,) floats; out: 1-D float32, C-contiguous. Pass
+    ``offsets`` sorted ascending (and ``weights`` in the same order) for speed. Within a block of
+    ``block`` outputs, consecutive perturbations then read overlapping table windows (a window
+    starts ~L/K floats after the previous one but is ``block`` long), so each table float fetched
+    from memory is reused ~K*block/L times from cache (40x for the paper's table, K = 10,000 and
+    the default block). Eight perturbations are combined per pass in float32, passes are summed
+    in a float32 partial for ``flush`` perturbations, and partials in a float64 accumulator. The
+    order of every output's sum depends only on k, never on j, ``block`` or the slice computed,
+    so sharded and replicated aggregation agree bit for bit. A ValueError names what is wrong
+    (the first perturbation whose window leaves the table, a shape or dtype).
+    """
+    offsets, weights = _check_perturbations(offsets, weights)
+    _check_vector("table", table, np.float32)
+    _check_vector("out", out, np.float32)
+    check_windows(offsets, out.size, table.size)
+    _aggregate_dense(table, offsets, weights, out, block, flush)
+
+
+def aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
+    """Limited perturbation: ``out[j - lo] = sum_k weights[k] * table[offsets[k] + j - starts[k]]``
+    over the perturbations k whose bucket ``[starts[k], starts[k] + sizes[k])`` holds j, for
+    every j in ``[lo, lo + out.size)``; parameters no bucket of this iteration holds get 0.
+
+    Pass the perturbations grouped by bucket (``starts`` non-decreasing, as a stable sort by
+    start gives): a bucket's accumulator then stays in L1 while its slices stream from memory
+    eight at a time, each table float is read once, and each output is the same sum in the
+    same order whatever ``lo``. Every window ``[offsets[k], offsets[k] + sizes[k])`` must lie
+    inside the table. A ValueError names the first offending perturbation.
+    """
+    offsets, weights = _check_perturbations(offsets, weights)
+    starts = np.ascontiguousarray(starts, np.int64)
+    sizes = np.ascontiguousarray(sizes, np.int64)
+    if starts.shape != offsets.shape or sizes.shape != offsets.shape:
+        raise ValueError(f"starts {starts.shape} and sizes {sizes.shape}: expected one per perturbation "
+                         f"{offsets.shape}")
+    _check_vector("table", table, np.float32)
+    _check_vector("out", out, np.float32)
+    if offsets.size:
+        bad = np.flatnonzero((starts < 0) | (sizes < 1))
+        if bad.size:
+            k = int(bad[0])
+            raise ValueError(f"perturbation {k}: bucket start {starts[k]}, size {sizes[k]}: expected start >= 0 "
+                             f"and size >= 1")
+        back = np.flatnonzero(np.diff(starts) < 0)
+        if back.size:
+            k = int(back[0]) + 1
+            raise ValueError(f"perturbation {k}: bucket start {starts[k]} after {starts[k - 1]}: pass the "
+                             f"perturbations grouped by bucket (sorted by start)")
+        check_windows(offsets, sizes, table.size)
+    _aggregate_sparse(table, offsets, weights, starts, sizes, int(lo), out)
+
+
+def check_windows(offsets, lengths, table_size):
+    """Raise a ValueError naming the first perturbation k whose table window ``[offsets[k],
+    offsets[k] + lengths[k])`` (``lengths``: an array or one length) is not inside a table of
+    ``table_size`` floats."""
+    offsets = np.asarray(offsets)
+    if not offsets.size:
+        return
+    ends = offsets + lengths
+    if offsets.min() >= 0 and ends.max() <= table_size:
+        return
+    k = int(np.flatnonzero((offsets < 0) | (ends > table_size))[0])
+    length = lengths if np.ndim(lengths) == 0 else lengths[k]
+    raise ValueError(f"perturbation {k}: table window [{offsets[k]}, {offsets[k] + length}) is outside the noise "
+                     f"table of {table_size} floats (is noise.size the size of the table in use?)")
+
+
+def _check_perturbations(offsets, weights):
+    offsets, weights = np.asarray(offsets), np.asarray(weights)
+    if offsets.ndim != 1 or offsets.dtype.kind not in "iu":
+        raise ValueError(f"offsets: expected a 1-D integer array, got {offsets.dtype} {offsets.shape}")
+    if weights.shape != offsets.shape or weights.dtype.kind != "f":
+        raise ValueError(f"weights: expected floats of shape {offsets.shape} (one per offset), got "
+                         f"{weights.dtype} {weights.shape}")
+    return np.ascontiguousarray(offsets, np.int64), np.ascontiguousarray(weights)
+
+
+def _check_vector(name, a, dtype=None, size=None):
+    if not isinstance(a, np.ndarray) or a.ndim != 1 or not a.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a 1-D C-contiguous numpy array, got "
+                         f"{getattr(a, 'shape', type(a).__name__)}")
+    if (dtype is not None and a.dtype != dtype) or a.dtype.kind != "f":
+        raise ValueError(f"{name}: expected {np.dtype(dtype or np.float32)}, got {a.dtype}")
+    if size is not None and a.size != size:
+        raise ValueError(f"{name}: expected {size} elements, got {a.size}")
 
 
 @njit(**NJIT)

@@ -4,11 +4,12 @@
 Buckets. Every tensor of theta (a layer's weight or bias, see :attr:`hpc_es.nets.Net.layout`)
 of S parameters is cut into ``ceil(S / B)`` contiguous buckets of near-equal size (sizes
 differ by at most one, none exceeds B), so buckets never cross a tensor or layer boundary and
-cover every parameter exactly once. ``tf_tutorial`` with B = 5,000 has 662 buckets (643 of
+cover every parameter exactly once (our choice: the paper says only "buckets, each of which
+contains a subset of up to 5,000 parameters"). ``tf_tutorial`` with B = 5,000 has 662 buckets (643 of
 them in fc1's weight), ``small`` has 12.
 
-Estimator. Perturbation k picks bucket b_k with probability p_b (uniform: 1/M, as the paper's
-"randomly chosen bucket"; or proportional to bucket size) and perturbs only its parameters:
+Estimator. Perturbation k picks bucket b_k with probability p_b (uniform: 1/M, our reading of
+the paper's "randomly chosen bucket"; or proportional to bucket size) and perturbs only its parameters:
 theta + sign sigma E_b eps, with eps the table slice of length |b| and E_b placing it into
 bucket b. For a bucket b, E_eps[f(theta + sigma E_b eps) E_b eps] / sigma is the gradient of
 the Gaussian-smoothed f restricted to b's coordinates, so weighting each sample by 1/p_b,

@@ -1,5 +1,11 @@
 """The paper's two CNNs over one flat parameter vector ``theta``.
 
+The paper says its convolutional layers have "32 and 64 kernels ... (both with stride of 5)".
+We read that as 5x5 kernels with stride 1 and 'SAME' padding, as in the TensorFlow tutorial it
+cites: the only reading that gives its 3,274,634 parameters (with stride 5 the first dense
+layer would be far smaller); the small net's 28,938 follow from the same reading (our
+interpretation, not the paper's words).
+
 ``tf_tutorial`` (Sec. 4; the TensorFlow "Deep MNIST" tutorial net), 3,274,634 parameters::
 
     conv5x5 1->32, pool, ReLU | conv5x5 32->64, pool, ReLU | fc 3136->1024, ReLU | fc 1024->10

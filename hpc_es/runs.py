@@ -110,16 +110,18 @@ def label(cfg):
 
 
 def departures(cfg):
-    """The training settings of ``cfg`` that differ from the paper's (the config defaults, Sec. 4),
-    in words: runs that differ in any of them never share a curve."""
+    """The training settings of ``cfg`` that differ from the defaults (the paper's values where it
+    gives them, Sec. 4), in words: runs that differ in any of them never share a curve."""
     paper = config.Config().to_dict()
     method = cfg["run"]["method"]
     keys = [("es", "sigma"), ("es", "fitness")] if method in ("es", "population") else []
+    if method == "es" and cfg["es"]["mode"] == "nominibatch":
+        keys.append(("es", "subset"))
     keys += [("optim", "name"), ("optim", "lr"), ("data", "batch_size"), ("optim", "l2")]
-    names = {"name": "optimizer", "batch_size": "batch", "l2": "L2"}
+    names = {"name": "optimizer", "batch_size": "batch", "l2": "L2", "subset": "a subset per"}
     return [f"{names.get(key, key)} {cfg[section][key]:g}" if isinstance(cfg[section][key], float)
             else f"{names.get(key, key)} {cfg[section][key]}"
-            for section, key in keys if cfg[section][key] != paper[section][key]]
+            for section, key in keys if cfg[section].get(key, paper[section][key]) != paper[section][key]]
 
 
 def selects(figure, cfg):

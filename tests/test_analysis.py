@@ -93,3 +93,19 @@ def test_proxy_and_measurement_modes_run_and_log(mnist_dir):
     assert all(0 < r < 1 for r in hist["rho_sgd_self"])
     with pytest.raises(config.ConfigError, match=r"measure.correlation = true needs run.method = 'es' or 'proxy'"):
         config.load("sgd_small_local", ["measure.correlation=true"])
+
+
+def test_rank_sum_and_signed_rank_give_the_known_exact_values():
+    low, high = [0.961, 0.962, 0.963, 0.964, 0.965], [0.971, 0.972, 0.973, 0.974, 0.975]
+    r = analysis.rank_sum(high, low)  # 5 vs 5, fully separated: p = 2 / C(10, 5) = 2/252
+    assert np.isclose(r.p, 2 / 252) and np.isclose(r.min_p, 2 / 252) and r.effect[1] == 1.0
+    assert r.could_reach(0.05) and "5 vs 5 runs" in r.text() and np.isclose(r.median_difference, 0.01)
+    assert analysis.rank_sum(low, high).effect[1] == -1.0
+    mixed = analysis.rank_sum([1, 3, 5, 7, 9], [2, 4, 6, 8, 10])  # U = 10 of 25: r = -0.2
+    assert np.isclose(mixed.effect[1], -0.2) and mixed.p > 0.5
+    s = analysis.signed_rank(high, low)  # 5 pairs, all one way: p = 2 / 2^5
+    assert np.isclose(s.p, 0.0625) and np.isclose(s.min_p, 0.0625) and s.effect[1] == 1.0
+    assert not s.could_reach(0.05)  # the paired test on 5 pairs can never give p < 0.05
+    assert np.isclose(analysis.min_p_rank_sum(20, 20), 2 / 137846528820)
+    assert analysis.min_p_rank_sum(1, 1) == 1.0 and analysis.min_p_signed_rank(6) == 2 / 64
+    assert analysis.signed_rank([1, 2], [1, 2]) is None and analysis.rank_sum([], [1]) is None

@@ -106,3 +106,12 @@ def test_fuzzed_set_overrides_never_raise_anything_but_config_errors(text):
         config.load("es_small_local", [text])
     except config.ConfigError:
         pass
+
+
+def test_a_key_added_since_a_checkpoint_was_written_counts_as_its_default():
+    new = config.load("es_nominibatch_small_local").to_dict()
+    old = {section: dict(values) for section, values in new.items()}
+    del old["es"]["subset"]  # written before es.subset existed: it had the default's behaviour
+    assert config.trajectory_diff(old, new) == []
+    literal = config.load("es_nominibatch_small_local", ["es.subset=offspring"]).to_dict()
+    assert config.trajectory_diff(old, literal) == ["es.subset: 'pair' -> 'offspring'"]

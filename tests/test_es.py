@@ -23,6 +23,10 @@ def test_population_structure_and_determinism():
     assert plain.offsets.shape == (7,) and (plain.sign == 1).all()
     nomb = es.sample_population(_es_cfg(n_offspring=8, mode="nominibatch"), 1, 4, 100, 1000, 600, 5)
     assert nomb.batch.shape == (4, 5) and np.array_equal(nomb.batch_of(2), nomb.batch_of(3))
+    # the paper's literal no-mini-batch: every pseudo-offspring its own subset, partners included
+    lit = es.sample_population(_es_cfg(n_offspring=8, mode="nominibatch", subset="offspring"), 1, 4, 100, 1000, 600, 5)
+    assert lit.batch.shape == (8, 5) and not np.array_equal(lit.batch_of(2), lit.batch_of(3))
+    assert np.array_equal(lit.batch_of(3), lit.batch[3])
 
 
 def test_subsets_have_no_repeats_within_a_row():

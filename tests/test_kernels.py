@@ -116,3 +116,52 @@ def test_nan_propagates_through_pool_and_relu():
     h = np.array([[np.nan, -1.0]])
     kernels.bias_act(h, np.zeros(2), True)
     assert np.isnan(h[0, 0]) and h[0, 1] == 0.0
+
+
+def test_public_kernels_refuse_windows_outside_the_table_and_wrong_arrays():
+    """numba checks no bounds: the wrappers name the offending perturbation instead."""
+    import pytest
+    table = np.arange(100, dtype=np.float32)
+    out = np.empty(10, np.float32)
+    kernels.aggregate_dense(table, np.array([0, 90]), np.ones(2), out)  # the last window ends at 100: fine
+    with pytest.raises(ValueError, match=r"perturbation 1: table window \[91, 101\) is outside the noise table of 100"):
+        kernels.aggregate_dense(table, np.array([0, 91]), np.ones(2), out)
+    with pytest.raises(ValueError, match=r"perturbation 0: table window \[-1, 9\)"):
+        kernels.aggregate_dense(table, np.array([-1]), np.ones(1), out)
+    with pytest.raises(ValueError, match="weights: expected floats of shape"):
+        kernels.aggregate_dense(table, np.array([0, 1]), np.ones(3), out)
+    with pytest.raises(ValueError, match="out: expected float32, got float64"):
+        kernels.aggregate_dense(table, np.array([0]), np.ones(1), np.empty(10))
+    with pytest.raises(ValueError, match=r"perturbation 1: table window \[95, 105\)"):
+        kernels.aggregate_sparse(table, np.array([0, 95]), np.ones(2), np.array([0, 10]), np.array([10, 10]), 0,
+                                 np.empty(20, np.float32))
+    with pytest.raises(ValueError, match="perturbation 1: bucket start 0 after 10: pass the perturbations grouped"):
+        kernels.aggregate_sparse(table, np.array([0, 5]), np.ones(2), np.array([10, 0]), np.array([10, 10]), 0,
+                                 np.empty(20, np.float32))
+    theta = np.zeros(10, np.float32)
+    kernels.perturb(theta, table, 90, 1.0, out)
+    np.testing.assert_array_equal(out, table[90:])
+    with pytest.raises(ValueError, match=r"perturbation 0: table window \[91, 101\)"):
+        kernels.perturb(theta, table, 91, 1.0, out)
+
+
+def test_es_checks_every_offset_of_an_iteration_once():
+    import pytest
+    from hpc_es import es, limited, nets
+    net = nets.build("small")
+    theta = net.init_theta(0)
+    table = np.zeros(net.n_params + 10, np.float32)
+    pop = es.Population(np.array([0, 11]), np.array([0, 0, 1, 1]), np.array([1, -1, 1, -1], np.float32),
+                        np.arange(5))
+    x, y = np.zeros((50, 28, 28), np.uint8), np.zeros(50, np.int64)
+    with pytest.raises(ValueError, match=r"perturbation 1: table window \[11, 28949\)"):
+        es.evaluate(net, theta, table, pop, 0.002, x, y, 0, 4, np.empty(4), np.empty_like(theta))
+    with pytest.raises(ValueError, match="perturbation 1: table window"):
+        es.gradient(table, pop, np.ones(4), 0.002, np.empty_like(theta))
+    buckets = limited.partition(net.layout, 500)
+    bad = es.Population(np.array([0, 0]), np.array([0, 0, 1, 1]), np.array([1, -1, 1, -1], np.float32),
+                        np.arange(5), start=np.array([0, net.n_params - 10]), length=np.array([500, 500]),
+                        inv_p=np.ones(2))
+    assert buckets.count > 2
+    with pytest.raises(ValueError, match=r"perturbation 1: bucket \[28928, 29428\) is outside theta of 28938"):
+        es.evaluate(net, theta, table, bad, 0.002, x, y, 0, 4, np.empty(4), np.empty_like(theta))

@@ -152,10 +152,10 @@ def test_limited_evaluate_with_and_without_delta_agree(mnist_dir):
     theta = net.init_theta(1)
     table = noise.build_table(1, 200_000)
     buckets = limited.partition(net.layout, 3000)
-    for mode in ("minibatch", "nominibatch"):
+    for mode, subset in (("minibatch", "pair"), ("nominibatch", "pair"), ("nominibatch", "offspring")):
         cfg = config.from_dict({"run": {"method": "es"}, "net": {"arch": "small"}, "noise": {"size": table.size},
                                 "es": {"n_offspring": 20, "perturbation": "limited", "bucket_size": 3000,
-                                       "mode": mode}}).es
+                                       "mode": mode, "subset": subset}}).es
         pop = es.sample_population(cfg, 0, 3, net.n_params, table.size, len(ds.train_labels), 50, buckets)
         r_delta, r_plain = np.empty(14), np.empty(14)
         work = np.empty_like(theta)
@@ -164,3 +164,11 @@ def test_limited_evaluate_with_and_without_delta_agree(mnist_dir):
         es.evaluate(net, theta, table, pop, cfg.sigma, ds.train_images, ds.train_labels, 3, 17, r_plain, work)
         np.testing.assert_allclose(r_delta, r_plain, rtol=1e-6)
         assert len(set(r_plain)) == 14
+        if subset == "offspring":  # offspring 5 on its own subset, by hand: theta + sign sigma eps in its bucket
+            assert pop.batch.shape == (20, 50) and not np.array_equal(pop.batch_of(4), pop.batch_of(5))
+            m = pop.member[5]
+            mine = theta.copy()
+            mine[pop.start[m]:pop.start[m] + pop.length[m]] += (
+                pop.sign[5] * cfg.sigma * table[pop.offsets[m]:pop.offsets[m] + pop.length[m]])
+            b5 = pop.batch[5]
+            assert np.isclose(r_plain[5 - 3], -net.loss(mine, ds.train_images[b5], ds.train_labels[b5]), rtol=1e-6)

@@ -135,3 +135,10 @@ def test_limited_runs_are_compared_with_full_runs_trained_alike(results, tmp_pat
     text = report.reproduction([results], timing, str(tmp_path / "R.md"))
     row = next(line for line in text.splitlines() if line.startswith("| Limited vs full"))
     assert "vs full N = 500 81.50% (range 80.00-83.00), 4 runs" in row, row
+    # limited {78, 79, 80, 81}% vs full {80, 81, 82, 83}%: of the 16 pairs limited wins 1 and ties 2,
+    # so U = 2 and r = 2 U / 16 - 1 = -0.75; 4 vs 4 runs allow p down to 2 / C(8, 4) = 0.0286
+    assert "two-sided Mann-Whitney U (rank-sum), 4 vs 4 runs: p = " in row, row
+    assert f"(smallest possible {2 / 70:.3g}), rank-biserial r -0.75; 4 vs 4 runs can detect a difference" in row
+    assert "secondary: two-sided Wilcoxon signed-rank (paired by seed), 4 pairs: p = 0.125" in row, row
+    row4 = next(line for line in text.splitlines() if line.startswith("| No-mini-batch vs mini-batch"))
+    assert "can reach the paper's p < 0.05" in row4, row4
