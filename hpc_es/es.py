@@ -14,8 +14,8 @@ Symbols (Zhang et al.):
 N counts pseudo-offspring; with antithetic ("mirrored") sampling they come in pairs
 (+eps_k, -eps_k), offspring 2k and 2k+1. The paper never mentions mirrored sampling: it is our
 inference (its measured rho of 3.9% at N = 10,000 equals sqrt(n / (n + P + 1)) only with
-n = N/2 pairs; N independent perturbations would give 5.5%), and OpenAI's ES code, which the
-paper builds on, samples mirrored pairs. Then Eq. (1) reduces to
+n = N/2 pairs; N independent perturbations would give 5.5%), and Salimans et al. (2017), whose
+OpenAI-ES the paper studies, use mirrored sampling. Then Eq. (1) reduces to
 g = 1/(N sigma) sum_k (f_{2k} - f_{2k+1}) eps_k, which is what :func:`perturbation_weights`
 and :func:`hpc_es.kernels.aggregate_dense` compute. The fitness f is the raw reward (the
 paper: MNIST has no rollout noise) or centred ranks in [-0.5, 0.5] (Salimans et al.).

@@ -97,6 +97,11 @@ KILLS = ([("evaluate", it, rank) for it, rank in ((1, 0), (3, 1), (6, 0), (11, 1
          + [("checkpoint_rename", it, 0) for it in (2, 8, 12)]
          + [("results_write", it, 0) for it in (4, 10, 12)]
          + [("random_time", q, None) for q in range(7)])
+# CI runs one kill at each injection point (the last iteration's for the writes, where a stale
+# results.h5 must be repaired) and two at random times: 6 of the 20, a third of the time. All 20
+# run with HPC_ES_FAULT_REPORT (docs/RELIABILITY.md's table) or HPC_ES_ALL_KILLS=1.
+CI_KILLS = [("evaluate", 3, 1), ("checkpoint_write", 6, 0), ("checkpoint_rename", 12, 0), ("results_write", 12, 0),
+            ("random_time", 0, None), ("random_time", 1, None)]
 
 
 def test_kill_minus_9_anywhere_then_resume_is_bit_exact(mnist_dir, tmp_path, reference):
@@ -110,7 +115,8 @@ def test_kill_minus_9_anywhere_then_resume_is_bit_exact(mnist_dir, tmp_path, ref
     theta_ref, ref_seconds = reference
     rng = random.Random(2017)
     records = []
-    for n, (point, iteration, rank) in enumerate(KILLS):
+    kills = KILLS if os.environ.get("HPC_ES_FAULT_REPORT") or os.environ.get("HPC_ES_ALL_KILLS") == "1" else CI_KILLS
+    for n, (point, iteration, rank) in enumerate(kills):
         out = str(tmp_path / f"kill{n}")
         if point == "random_time":
             delay = rng.uniform(0.3, 0.8 * ref_seconds)
@@ -143,7 +149,7 @@ def test_kill_minus_9_anywhere_then_resume_is_bit_exact(mnist_dir, tmp_path, ref
         with open(report, "w") as f:
             json.dump({"reference_seconds": ref_seconds, "iterations": ITERATIONS, "checkpoint_every": 2,
                        "kills": records}, f, indent=1)
-    assert len(records) == 20
+    assert len(records) == len(kills)
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR1"])

@@ -39,7 +39,7 @@ def _cfg(*extra):
     return config.load("es_small_local", ES_TINY + list(extra))
 
 
-@pytest.mark.mpi
+@pytest.mark.mpi(min_size=2)  # on one rank "all ranks" and "serial" are the same run
 @pytest.mark.parametrize("extra", [[], ["es.aggregation=replicated"],
                                    ["es.mode=nominibatch", "es.fitness=centered_ranks", "optim.l2=0.0002"],
                                    ["es.perturbation=limited", "es.bucket_size=2000"],
