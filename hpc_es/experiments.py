@@ -97,8 +97,17 @@ def population(cfg, comm=None, out=None, resume=False, force=False, dataset=None
     if resume is True:
         raise config.ConfigError("run.method = 'population' writes no checkpoint: nothing to --resume")
     with train.session(cfg, comm, out, False, force, dataset, quiet, True, command) as s:
-        if cfg.population.theta_from:
-            s.theta[:] = io.load_theta(cfg.population.theta_from, s.net.n_params)
+        if cfg.population.theta_from:  # rank 0 reads, every rank gets theta or the same error
+            problem, theta = None, None
+            if s.comm.Get_rank() == 0:
+                try:
+                    theta = io.load_theta(cfg.population.theta_from, s.net.n_params)
+                except io.RunDirError as err:
+                    problem = str(err)
+            problem, theta = s.comm.bcast((problem, theta), root=0)
+            if problem:
+                raise io.RunDirError(problem)
+            s.theta[:] = theta
         history = _population_curve(s)
         if out and s.comm.Get_rank() == 0:
             io.save_results(out, cfg.to_dict(), {**s.meta, "completed_iterations": len(history["population_n"])},

@@ -82,9 +82,8 @@ def paired_curves(path_a, path_b):
     ha, hb = io.read_results(path_a)["history"], io.read_results(path_b)["history"]
     common, ia, ib = np.intersect1d(ha["eval_iteration"], hb["eval_iteration"], return_indices=True)
     a, b = np.asarray(ha["val_accuracy"])[ia], np.asarray(hb["val_accuracy"])[ib]
-    from hpc_es.analysis import pearson
-    return {"points": int(common.size), "curve_correlation": pearson(a, b),
-            "change_correlation": pearson(np.diff(a), np.diff(b)) if common.size > 2 else float("nan"),
+    return {"points": int(common.size), "curve_correlation": analysis.pearson(a, b),
+            "change_correlation": analysis.pearson(np.diff(a), np.diff(b)) if common.size > 2 else float("nan"),
             "mean_abs_difference": float(np.mean(np.abs(a - b)))}
 
 
