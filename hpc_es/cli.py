@@ -41,6 +41,7 @@ def main(argv=None):
     from hpc_es.data import DataError
     from hpc_es.io import RunDirError
     from hpc_es.train import Preempted, PREEMPTED_EXIT_CODE
+    from hpc_es.comm import RankFailure
     try:
         return args.func(args) or 0
     except Preempted as err:
@@ -53,6 +54,10 @@ def main(argv=None):
         log = logging.getLogger("hpc_es")
         (log.error if _rank() == 0 else log.debug)("%s", err)
         return comm.leave(2)
+    except RankFailure as err:  # agreed on by every rank (see docs/RELIABILITY.md): not bad input
+        log = logging.getLogger("hpc_es")
+        (log.error if _rank() == 0 else log.debug)("%s", err)
+        return comm.leave(1)
 
 
 def _rank():
@@ -285,12 +290,21 @@ def _presets(args):
 
 
 def _load_config(args):
-    """The config named on the command line with its --set overrides and --data-dir."""
-    from hpc_es import config
+    """The config named on the command line with its --set overrides and --data-dir, read by
+    rank 0 and broadcast (a file that one node cannot see stops every rank alike)."""
+    from hpc_es import comm, config, faults
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.dir={_toml_str(args.data_dir)}")
-    return config.load(args.config, overrides)
+
+    def read():
+        try:
+            faults.point("config_read", 0, 0)
+            return config.load(args.config, overrides)
+        except OSError as err:
+            raise config.ConfigError(f"{args.config}: cannot be read ({err})") from None
+
+    return comm.from_root(comm.world(), read, config.ConfigError)
 
 
 def _toml_str(text):

@@ -108,6 +108,52 @@ def hostnames(comm):
     return sorted(set(comm.allgather(socket.gethostname())))
 
 
+def from_root(comm, action, errors, share=True):
+    """Collective over ``comm``: rank 0 calls ``action()`` and broadcasts the outcome; every
+    rank returns its value (``share=False``: rank 0 alone, the others None), or raises the same
+    error (the type rank 0 caught among ``errors``, rebuilt from its message). For what one
+    rank does for all (read the config or a checkpoint, write results): no rank can fail alone
+    and leave the others waiting in the next collective."""
+    value, problem = None, None
+    if comm.Get_rank() == 0:
+        try:
+            value = action()
+        except errors as err:
+            problem = (type(err), str(err))
+    problem, shared = comm.bcast((problem, value if share else None), root=0)
+    if problem:
+        raise problem[0](problem[1])
+    return shared if share or comm.Get_rank() != 0 else value
+
+
+def every_rank(comm, attempt, errors, hint=""):
+    """Collective over ``comm``: every rank calls ``attempt()``; if any rank raised one of
+    ``errors``, every rank raises the same error (the first failing rank's type) naming each
+    failing rank, its host and its cause, then ``hint``. Returns this rank's value."""
+    value, mine = None, None
+    try:
+        value = attempt()
+    except errors as err:
+        mine = (type(err), f"rank {comm.Get_rank()} on {socket.gethostname()}: {err}")
+    failures = [f for f in comm.allgather(mine) if f]
+    if failures:
+        raise failures[0][0]("; ".join(text for _, text in failures) + (f" {hint}" if hint else ""))
+    return value
+
+
+class RankFailure(RuntimeError):
+    """A failure that some ranks saw (a bug, memory, a node's file system), now known to every
+    rank through an agreement: all raise it alike, so the job ends with one message."""
+
+
+def describe_failure(err):
+    """One line for an unexpected exception: its type, message and innermost frame."""
+    import traceback as tb
+    frames = tb.extract_tb(err.__traceback__)
+    where = f" (at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
 def parallel_assert(comm, condition, message):
     """Collective over ``comm``: raise AssertionError on every rank if any rank's condition is false.
 
@@ -200,17 +246,45 @@ def shared_noise_table(comm, seed, size):
 
     Each rank of a node generates a contiguous range of chunks into the node's shared
     window, then the node synchronises; every rank then reads the whole table through
-    ``.array``. Returns the :class:`SharedArray` (keep it alive; ``free()`` at the end).
+    ``.array``. Returns the :class:`SharedArray` (keep it alive; ``free()`` at the end). If
+    the allocation or the fill fails on any rank (e.g. a node out of memory), every rank
+    raises :class:`RankFailure` naming the ranks, hosts and causes (nothing is freed: a
+    collective free could wait for a rank that holds no window).
     """
-    from hpc_es import noise
-    shared = SharedArray(comm, size)
-    local = shared.comm
-    first, last = split_range(noise.n_chunks(size), local.Get_rank(), local.Get_size())
-    lo, hi = first * noise.CHUNK, min(last * noise.CHUNK, size)
-    if last > first:
-        noise.fill_chunks(seed, first, last, shared.array[lo:hi], size)
-    local.Barrier()
+    from hpc_es import faults, noise
+
+    def build():
+        shared = SharedArray(comm, size)
+        faults.point("table_alloc", 0, comm.Get_rank())
+        local = shared.comm
+        first, last = split_range(noise.n_chunks(size), local.Get_rank(), local.Get_size())
+        lo, hi = first * noise.CHUNK, min(last * noise.CHUNK, size)
+        if last > first:
+            noise.fill_chunks(seed, first, last, shared.array[lo:hi], size)
+        return shared
+
+    errors = (MemoryError, OSError) + _mpi_exception()
+    shared = every_rank(comm, lambda: _as_failure(build, errors), RankFailure,
+                        f"(building the noise table of {size * 4 / 2**20:,.0f} MiB per node: fewer ranks per "
+                        f"node, or a smaller noise.size, needs less memory)")
+    shared.comm.Barrier()
     return shared
+
+
+def _mpi_exception():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return ()
+    return (MPI.Exception,)
+
+
+def _as_failure(action, errors):
+    """``action()``, with ``errors`` turned into :class:`RankFailure` (described in one line)."""
+    try:
+        return action()
+    except errors as err:
+        raise RankFailure(describe_failure(err)) from err
 
 
 def allgatherv(comm, mine, out, counts):

@@ -33,6 +33,8 @@ class NetConfig:
                      choices=tuple(ARCHITECTURES))
     init: str = _opt("tf", "init: TF tutorial (trunc. normal std 0.1, biases 0.1) or He", choices=INIT_SCHEMES)
     init_seed: int = _opt(0, "seed of the initial theta", lo=0, hi=2**63 - 1)
+    theta_from: str = _opt("", "start from the theta of this results.h5 or checkpoint.h5 (e.g. a trained net, "
+                           "ours); empty: the initial theta")
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,6 @@ class PopulationConfig:
                              lo=1e-6, hi=1.0)
     step: int = _opt(1000, "pseudo-offspring added between re-estimates (paper: 1,000); even", lo=2, hi=10**8)
     max_offspring: int = _opt(400_000, "give up after this many pseudo-offspring", lo=2, hi=10**10)
-    theta_from: str = _opt("", "results.h5 or checkpoint.h5 whose theta to use; empty: the initial theta")
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,9 @@ class RunConfig:
                                  lo=0, hi=10**9)
     log_every: int = _opt(10, "rank 0 prints a progress line every k iterations", lo=1, hi=10**9)
 
+
+# Keys that earlier versions kept elsewhere: old name -> new name (config files and run files).
+MOVED_KEYS = {"population.theta_from": "net.theta_from"}
 
 # Keys that do not change the trajectory of theta: a resume may change them.
 RESUMABLE_KEYS = ("run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
@@ -168,9 +172,11 @@ def load(source, overrides=()):
 
 
 def from_dict(raw, origin="config"):
-    """Build and validate a :class:`Config` from nested dicts; unknown keys are errors."""
+    """Build and validate a :class:`Config` from nested dicts; unknown keys are errors (a key
+    of :data:`MOVED_KEYS` is read under its new name)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a table of sections {sorted(_SECTION_CLASSES)}")
+    raw = _upgrade(raw)
     unknown = sorted(set(raw) - set(_SECTION_CLASSES))
     if unknown:
         raise ConfigError(f"{origin}: unknown section(s) {unknown}; allowed: {sorted(_SECTION_CLASSES)}")
@@ -224,6 +230,7 @@ def trajectory_diff(old, new):
     trajectory of theta (everything but :data:`RESUMABLE_KEYS`)."""
     keys = []
     defaults = Config().to_dict()  # a key that files of earlier versions lack had its default then
+    old, new = _upgrade(old), _upgrade(new)
     for section in sorted(set(old) | set(new)):
         a = {**defaults.get(section, {}), **old.get(section, {})}
         b = {**defaults.get(section, {}), **new.get(section, {})}
@@ -232,6 +239,27 @@ def trajectory_diff(old, new):
             if name not in RESUMABLE_KEYS and a.get(key) != b.get(key):
                 keys.append(f"{name}: {a.get(key)!r} -> {b.get(key)!r}")
     return keys
+
+
+def _upgrade(raw):
+    """``raw`` with every key of :data:`MOVED_KEYS` under its new name (a copy; ``raw`` is kept).
+    An old key whose value is the default is dropped (files of earlier versions hold them all)."""
+    if not any(isinstance(raw.get(o.split(".")[0]), dict) and o.split(".")[1] in raw[o.split(".")[0]]
+               for o in MOVED_KEYS):
+        return raw
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for old, new in MOVED_KEYS.items():
+        (os_, ok), (ns, nk) = old.split("."), new.split(".")
+        if isinstance(out.get(os_), dict) and ok in out[os_]:
+            value = out[os_].pop(ok)
+            if value != _default(new):
+                out.setdefault(ns, {}).setdefault(nk, value)
+    return out
+
+
+def _default(name):
+    section, key = name.split(".")
+    return {f.name: f.default for f in dataclasses.fields(_SECTION_CLASSES[section])}[key]
 
 
 def describe():

@@ -12,7 +12,7 @@ Population for a target correlation (Sec. 4, "about 274,000" for 20%): at fixed 
 mini-batch, add ``population.step`` pseudo-offspring at a time and re-estimate g_ES from all
 of them until rho(g_ES, g_true) reaches the target:
 
-  theta fixed (init or population.theta_from), mini-batch = iteration 0's, g_true once
+  theta fixed (init or net.theta_from), mini-batch = iteration 0's, g_true once
   block b = 0, 1, ...:  offsets from stream (seed, b, NOISE_STREAM); this rank evaluates its
                         share of the block's offspring; Allgatherv rewards; every rank adds the
                         block's unscaled sum_i sign_i r_i eps_i to a float64 running sum S
@@ -31,10 +31,30 @@ log = logging.getLogger(__name__)
 
 
 def table1(comm, base_cfg, rhos, runs, out, dataset=None):
-    """Collective over ``comm``: run Table 1 and write ``out/table1.h5``; returns the summary."""
+    """Collective over ``comm``: run Table 1 and write ``out/table1.h5``; returns the summary.
+    Run again after an interruption, it keeps the finished runs and resumes the others from
+    their checkpoints (``run.checkpoint_every``)."""
     methods = ["sgd"] + [f"proxy_{rho:g}" for rho in rhos]
     tasks = [(m, seed) for seed in range(runs) for m in methods]
-    mine = tasks[comm.Get_rank()::comm.Get_size()]
+    # Each rank runs its own share, serially: a failure (a run directory, a bug) on one rank is
+    # agreed on before the gather, so every rank stops with the same message.
+    results = comm_mod.every_rank(comm, lambda: _table1_runs(tasks[comm.Get_rank()::comm.Get_size()], base_cfg,
+                                                             out, dataset),
+                                  train.COLLECTIVE_ERRORS)
+    gathered = {}
+    for part in comm.allgather(results):
+        gathered.update(part)
+    summary = summarize(gathered, methods, runs)
+    summary["iterations"] = base_cfg.run.iterations
+    summary["net"] = base_cfg.net.arch
+    comm_mod.from_root(comm, lambda: io.save_summary(
+        os.path.join(out, TABLE1), "table1", summary,
+        {f"accuracy/{m}": row["runs"] for m, row in summary["methods"].items()}), (OSError, io.RunDirError))
+    return summary
+
+
+def _table1_runs(mine, base_cfg, out, dataset):
+    """Table 1's runs ``mine`` [(method, seed)], each serial; {(method, seed): final accuracy}."""
     results = {}
     for method, seed in mine:
         overrides = {"run": {"seed": seed}}
@@ -44,20 +64,12 @@ def table1(comm, base_cfg, rhos, runs, out, dataset=None):
         cfg_dict = _merge(base_cfg.to_dict(), overrides)
         cfg = config.from_dict(cfg_dict, origin=f"table1 {method} seed {seed}")
         run_dir = os.path.join(out, f"{method}-seed{seed}")
-        _, hist = train.run(cfg, comm_mod.SerialComm(), out=run_dir, force=True, dataset=dataset, quiet=True)
+        # "auto": a run finished earlier is kept, one cut short continues from its checkpoint.
+        _, hist = train.run(cfg, comm_mod.SerialComm(), out=run_dir, resume="auto", force=True, dataset=dataset,
+                            quiet=True)
         results[(method, seed)] = hist["val_accuracy"][-1]
         log.info("table1: %s seed %d -> %.2f%%", method, seed, 100 * hist["val_accuracy"][-1])
-    gathered = {}
-    for part in comm.allgather(results):
-        gathered.update(part)
-    summary = summarize(gathered, methods, runs)
-    summary["iterations"] = base_cfg.run.iterations
-    summary["net"] = base_cfg.net.arch
-    if comm.Get_rank() == 0:
-        io.save_summary(os.path.join(out, TABLE1), "table1", summary,
-                        {f"accuracy/{m}": row["runs"] for m, row in summary["methods"].items()})
-    comm.Barrier()
-    return summary
+    return results
 
 
 def summarize(accuracies, methods, runs):
@@ -97,22 +109,11 @@ def population(cfg, comm=None, out=None, resume=False, force=False, dataset=None
     if resume is True:
         raise config.ConfigError("run.method = 'population' writes no checkpoint: nothing to --resume")
     with train.session(cfg, comm, out, False, force, dataset, quiet, True, command) as s:
-        if cfg.population.theta_from:  # rank 0 reads, every rank gets theta or the same error
-            problem, theta = None, None
-            if s.comm.Get_rank() == 0:
-                try:
-                    theta = io.load_theta(cfg.population.theta_from, s.net.n_params)
-                except io.RunDirError as err:
-                    problem = str(err)
-            problem, theta = s.comm.bcast((problem, theta), root=0)
-            if problem:
-                raise io.RunDirError(problem)
-            s.theta[:] = theta
         history = _population_curve(s)
-        if out and s.comm.Get_rank() == 0:
-            io.save_results(out, cfg.to_dict(), {**s.meta, "completed_iterations": len(history["population_n"])},
-                            history, s.theta)
-        s.comm.Barrier()
+        if out:
+            comm_mod.from_root(s.comm, lambda: io.save_results(
+                out, cfg.to_dict(), {**s.meta, "completed_iterations": len(history["population_n"])}, history,
+                s.theta), (OSError, io.RunDirError))
         return s.theta, history
 
 

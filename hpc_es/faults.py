@@ -2,16 +2,23 @@
 
 Production code calls :func:`point` at the places where a real failure would hurt most (the
 middle of an evaluation, between writing a checkpoint and renaming it into place, during the
-results flush). Nothing happens unless ``HPC_ES_FAULT`` is set, as
+results flush) and where one rank of a cluster job may fail while the others do not (reading
+the config or the checkpoint, loading MNIST on a node that cannot see it, allocating the
+node's noise table). Nothing happens unless ``HPC_ES_FAULT`` is set, as
 
     HPC_ES_FAULT=NAME@ITERATION[:RANK][:ACTION]
 
 NAME is a point below, ITERATION the 1-based iteration under way (evaluate) or being saved
-(the others), RANK the world rank
-it fires on (default 0) and ACTION one of ``kill`` (SIGKILL to this process: a node failure or
-``kill -9``; the default), ``raise`` (a RuntimeError: a bug on one rank) or ``enospc`` (an
-OSError "No space left on device", as a full disk raises it). Points:
+(the writes), 0 for the start-up points; RANK the world rank it fires on (default 0) and ACTION
+one of ``kill`` (SIGKILL to this process: a node failure or ``kill -9``; the default),
+``raise`` (a RuntimeError: a bug on one rank), ``enospc`` (OSError "No space left on
+device", as a full disk raises it), ``eio`` (OSError "Input/output error": a file system
+failing on one node) or ``nomem`` (MemoryError: a node out of memory). Points:
 
+  config_read        start-up: reading the config (rank 0 reads it for everyone)
+  checkpoint_read    start-up, --resume: reading the checkpoint (rank 0 reads it for everyone)
+  data_load          start-up: loading MNIST (rank 0 first, then every other rank)
+  table_alloc        start-up: the node's shared noise table allocated, not yet filled
   evaluate           after this rank evaluated half of its offspring
   checkpoint_write   checkpoint data written to its temporary file, not yet renamed
   checkpoint_rename  between the two renames of a checkpoint save
@@ -21,8 +28,9 @@ import errno
 import os
 import signal
 
-POINTS = ("evaluate", "checkpoint_write", "checkpoint_rename", "results_write")
-ACTIONS = ("kill", "raise", "enospc")
+POINTS = ("config_read", "checkpoint_read", "data_load", "table_alloc", "evaluate", "checkpoint_write",
+          "checkpoint_rename", "results_write")
+ACTIONS = ("kill", "raise", "enospc", "eio", "nomem")
 _spec = None
 
 
@@ -62,6 +70,11 @@ def point(name, iteration, rank=0):
     action = _spec[3]
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    where = f"injected at {name}, iteration {iteration}, rank {rank}"
     if action == "raise":
         raise RuntimeError(f"injected fault at {name}, iteration {iteration}, rank {rank}")
-    raise OSError(errno.ENOSPC, f"No space left on device (injected at {name}, iteration {iteration})")
+    if action == "nomem":
+        raise MemoryError(f"out of memory ({where})")
+    if action == "eio":
+        raise OSError(errno.EIO, f"Input/output error ({where})")
+    raise OSError(errno.ENOSPC, f"No space left on device ({where})")

@@ -348,6 +348,8 @@ def load_theta(path, n_params):
     """The ``theta`` dataset of a results or checkpoint file, checked against ``n_params``."""
     import h5py
 
+    if not os.path.isfile(path):
+        raise RunDirError(f"{path}: no such file")
     try:
         with h5py.File(path, "r") as f:
             if "theta" not in f:

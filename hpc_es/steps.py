@@ -16,11 +16,15 @@ With ``measure.correlation`` / ``measure.sgd_self_correlation``, rank 0 measures
 against the exact gradient of the same mini-batch (never used by the optimizer).
 """
 import contextlib
+import logging
+import socket
 import time
 
 import numpy as np
 
 from hpc_es import analysis, comm as comm_mod, es, faults, limited
+
+log = logging.getLogger(__name__)
 
 PHASES = ("seconds_evaluate", "seconds_communicate", "seconds_aggregate", "seconds_update",
           "seconds_measure", "seconds_validate", "seconds_total")
@@ -167,9 +171,14 @@ class ESStep(SGDStep):
         e = self.cfg.es
         return f", N = {e.n_offspring}, sigma = {e.sigma}, {e.mode}"
 
-    def gradient(self, theta, t, out, timer):
+    def evaluate(self, theta, t):
+        """This rank's rewards of iteration t into ``self.mine``; returns (population, None), or
+        (population or None, a one-line description) if evaluating raised here. A failing rank
+        still joins the rewards' Allgatherv, with NaN rewards: its failure then travels with
+        them, and every rank stops together instead of waiting for it."""
         cfg, lo, hi = self.cfg, self.lo, self.hi
-        with timer("evaluate"):
+        pop = None
+        try:
             pop = es.sample_population(cfg.es, cfg.run.seed, t, self.net.n_params, cfg.noise.size, len(self.y),
                                        cfg.data.batch_size, self.buckets)
             # The reliability tests can stop a rank half-way through its share (faults.point).
@@ -179,8 +188,23 @@ class ESStep(SGDStep):
             faults.point("evaluate", t + 1, self.rank)
             es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, mid, hi,
                         self.mine[mid - lo:], self.work, self.delta)
+            return pop, None
+        except Exception as err:  # noqa: BLE001 - any failure here must reach every rank
+            log.debug("rank %d: evaluating iteration %d failed", self.rank, t + 1, exc_info=True)
+            self.mine.fill(np.nan)
+            return pop, (f"rank {self.rank} on {socket.gethostname()}: evaluating iteration {t + 1} failed: "
+                         f"{comm_mod.describe_failure(err)}")
+
+    def gradient(self, theta, t, out, timer):
+        cfg = self.cfg
+        with timer("evaluate"):
+            pop, failure = self.evaluate(theta, t)
         with timer("communicate"):
             comm_mod.allgatherv(self.comm, self.mine, self.rewards, self.counts)
+        if not np.isfinite(self.rewards).all():  # every rank sees it: agree on why, together
+            failures = [f for f in self.comm.allgather(failure) if f]
+            if failures:
+                raise comm_mod.RankFailure("; ".join(failures))
         check_finite(self.rewards, t, cfg, "rewards")
         with timer("aggregate"):
             es.gradient(self.table, pop, es.fitness(self.rewards, cfg.es.fitness), cfg.es.sigma, out,

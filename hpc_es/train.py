@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpc_es import __version__, comm as comm_mod, config, io, nets, optim, steps
+from hpc_es import __version__, comm as comm_mod, config, faults, io, nets, optim, steps
 from hpc_es import data as data_mod
 from hpc_es.steps import PHASES
 
@@ -42,7 +42,8 @@ class Preempted(Exception):
 
 
 # Raised on every rank alike (decided from shared input, a broadcast verdict or an agreement).
-COLLECTIVE_ERRORS = (Preempted, config.ConfigError, data_mod.DataError, io.RunDirError, FloatingPointError)
+COLLECTIVE_ERRORS = (Preempted, config.ConfigError, data_mod.DataError, io.RunDirError, FloatingPointError,
+                     comm_mod.RankFailure)
 
 def new_history():
     """Series by name, as lists (saved as HDF5 datasets). Per iteration: ``iteration``,
@@ -67,6 +68,7 @@ class Session:
     table: object  # the node-shared noise table (comm.SharedArray), or None
     meta: dict
     quiet: bool
+    saved: int = 0  # iteration of the newest checkpoint on disk (0: none)
 
 
 def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet=False, command=""):
@@ -106,6 +108,8 @@ def session(cfg, comm=None, out=None, resume=False, force=False, dataset=None, q
         theta = net.init_theta(cfg.net.init_seed, cfg.net.init)
         opt = optim.build(cfg.optim, net.n_params)
         history, start = new_history(), 0
+        if checkpoint is None and cfg.net.theta_from:  # rank 0 reads: every rank gets theta or the same error
+            theta[:] = comm_mod.from_root(comm, lambda: _theta_from(cfg.net.theta_from, net.n_params), io.RunDirError)
         if checkpoint is not None:
             theta[:] = checkpoint["theta"]
             opt.load_state(checkpoint["optimizer"])
@@ -148,9 +152,13 @@ def _loop(s, step, flag):
     if s.start == 0 and cfg.run.eval_every:  # curves start at theta_0
         _record_validation(s, 0)
     wall_start, window_start, window_iters = time.perf_counter(), time.perf_counter(), 0
+    s.saved = s.start
     for t in range(s.start, n_iter):
         timer = steps.PhaseTimer()
-        rec = {"iteration": t + 1, **step.gradient(theta, t, grad, timer)}
+        try:
+            rec = {"iteration": t + 1, **step.gradient(theta, t, grad, timer)}
+        except comm_mod.RankFailure as err:  # every rank has it: say what is safe on disk
+            raise comm_mod.RankFailure(f"{err}. {_kept(s)}") from None
         with timer("update"):
             s.opt.step(theta, grad)
         done = t + 1
@@ -182,19 +190,24 @@ def _record_validation(s, done):
 
 def _save(s, done):
     """Collective: rank 0 writes the checkpoint and results of iteration ``done``; every rank
-    learns the outcome, so all continue or all stop (exit 2) and nobody runs ahead of a
-    checkpoint needed to resume."""
-    problem = None
+    learns the outcome, so all continue or all stop (exit 2; 1 for a bug) and nobody runs ahead
+    of a checkpoint needed to resume."""
+    problem, what = None, "checkpoint"
     if s.comm.Get_rank() == 0:
         try:
             io.save_checkpoint(s.out, done, s.theta, s.opt.state(), s.cfg.to_dict(), s.history, s.meta)
+            what = "results.h5"
             io.save_results(s.out, s.cfg.to_dict(), {**s.meta, "completed_iterations": done}, s.history, s.theta)
         except OSError as err:  # e.g. a full disk: the previous files are intact
-            problem = (f"{s.out}: writing the checkpoint of iteration {done} failed ({err}); "
+            problem = (io.RunDirError, f"{s.out}: writing the {what} of iteration {done} failed ({err}); "
                        f"{_last_good(s.out)} Free space (or move the run) and continue with --resume")
+        except Exception as err:  # a bug on rank 0: the others must not wait for it
+            problem = (comm_mod.RankFailure, f"rank 0 on {socket.gethostname()}: writing the {what} of iteration "
+                       f"{done} failed: {comm_mod.describe_failure(err)}; {_last_good(s.out)}")
     problem = s.comm.bcast(problem, root=0)
     if problem:
-        raise io.RunDirError(problem)
+        raise problem[0](problem[1])
+    s.saved = done
 
 
 def _nothing_to_do(s):
@@ -250,6 +263,14 @@ def validate(comm, net, theta, dataset, chunk):
     return comm_mod.sum_int(comm, mine) / n
 
 
+def _kept(s):
+    if not s.out:
+        return "Nothing was written (no --out)"
+    if not s.saved:
+        return f"No checkpoint was written yet in {s.out}: start again with --force"
+    return f"The checkpoint of iteration {s.saved} in {s.out} is intact: continue with --resume"
+
+
 def _last_good(out):
     try:
         return f"the checkpoint of iteration {io.load_checkpoint(out)['iteration']} is intact."
@@ -298,7 +319,11 @@ def _prepare_out_dir(comm, out, resume, force, cfg_dict):
                 io.clear_run(out)
             io.remove_stale_temporaries(out)  # we hold the lock: any temporary is a dead writer's
             if resume:
-                checkpoint = io.load_checkpoint(out)
+                try:
+                    faults.point("checkpoint_read", 0, 0)
+                    checkpoint = io.load_checkpoint(out)
+                except OSError as err:  # what the loader does not report itself (e.g. EIO)
+                    raise io.RunDirError(f"{out}: reading the checkpoint failed ({err})") from None
                 if checkpoint["meta"] is None:  # written before checkpoints kept it: take the results'
                     checkpoint["meta"] = _results_meta(out)
         except (io.RunDirError, OSError) as err:
@@ -316,6 +341,13 @@ def _prepare_out_dir(comm, out, resume, force, cfg_dict):
     return checkpoint
 
 
+def _theta_from(path, n_params):
+    try:
+        return io.load_theta(path, n_params)
+    except io.RunDirError as err:
+        raise io.RunDirError(f"net.theta_from = {err}") from None
+
+
 def _results_meta(out):
     """The metadata of ``out``'s results.h5 ({} if there is none to read)."""
     try:
@@ -330,26 +362,18 @@ def _load_data(comm, cfg):
     """Collective: rank 0 loads (downloading into the user cache if needed) before the others;
     then the ranks agree, so a directory that one node cannot read stops every rank with the
     same message naming the rank and host, instead of leaving the others waiting."""
-    problem, dataset = None, None
-    if comm.Get_rank() == 0:
+    def load(download):
         try:
-            dataset = data_mod.load_mnist(cfg.data.dir or None, verify=cfg.data.verify)
-        except data_mod.DataError as err:
-            problem = str(err)
-    problem = comm.bcast(problem, root=0)
-    if problem:
-        raise data_mod.DataError(problem)
-    mine = None
-    if comm.Get_rank() != 0:
-        try:
-            dataset = data_mod.load_mnist(cfg.data.dir or None, verify=cfg.data.verify, download=False)
-        except data_mod.DataError as err:
-            mine = f"rank {comm.Get_rank()} on {socket.gethostname()}: {err}"
-    failures = [p for p in comm.allgather(mine) if p]
-    if failures:
-        raise data_mod.DataError("; ".join(failures) + " (rank 0 loaded the data: is the directory visible on "
-                                 "every node?)")
-    return dataset
+            faults.point("data_load", 0, comm.Get_rank())
+            return data_mod.load_mnist(cfg.data.dir or None, verify=cfg.data.verify, download=download)
+        except OSError as err:  # what the loader does not turn into a DataError itself (e.g. EIO)
+            raise data_mod.DataError(f"loading MNIST from {data_mod.resolve_data_dir(cfg.data.dir or None)} "
+                                     f"failed: {err}") from None
+
+    dataset = comm_mod.from_root(comm, lambda: load("auto"), data_mod.DataError, share=False)
+    others = comm_mod.every_rank(comm, lambda: load(False) if comm.Get_rank() else None, data_mod.DataError,
+                                 "(rank 0 loaded the data: is the directory visible on every node?)")
+    return dataset if comm.Get_rank() == 0 else others
 
 
 def _plural(n, word):

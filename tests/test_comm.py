@@ -55,6 +55,33 @@ def test_a_data_directory_missing_on_one_rank_stops_every_rank_with_one_message(
 
 
 @pytest.mark.mpi
+def test_from_root_and_every_rank_turn_one_ranks_failure_into_everyones(world):
+    """Rank 0 acts for all (from_root), or every rank acts and they agree (every_rank): a
+    failure seen on one rank becomes the same error, naming that rank, on every rank."""
+    rank, last = world.Get_rank(), world.Get_size() - 1
+    assert comm.from_root(world, lambda: rank * 10 + 7, ValueError) == 7
+    assert comm.from_root(world, lambda: "mine", ValueError, share=False) == ("mine" if rank == 0 else None)
+
+    def fails_on_root():
+        raise ValueError("only rank 0 saw this")
+
+    outcomes = []
+    for action in (lambda: comm.from_root(world, fails_on_root, ValueError),
+                   lambda: comm.every_rank(world, lambda: 1 / (rank != last), ZeroDivisionError, "(hint)")):
+        try:
+            action()
+            outcomes.append(None)
+        except (ValueError, ZeroDivisionError) as err:
+            outcomes.append((type(err).__name__, str(err)))
+    seen = world.allgather(outcomes)
+    comm.parallel_assert(world, all(o == seen[0] for o in seen), f"ranks disagree: {seen}")
+    assert seen[0][0] == ("ValueError", "only rank 0 saw this")
+    assert seen[0][1][0] == "ZeroDivisionError" and seen[0][1][1].startswith(f"rank {last} on ")
+    assert seen[0][1][1].endswith("division by zero (hint)")
+    assert comm.every_rank(world, lambda: rank, ZeroDivisionError) == rank
+
+
+@pytest.mark.mpi
 def test_accuracy_split_over_ranks_equals_serial(world, mnist_dir):
     """Validation split across ranks and summed gives the serial count exactly."""
     ds = data.load_mnist(mnist_dir)

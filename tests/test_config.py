@@ -115,3 +115,16 @@ def test_a_key_added_since_a_checkpoint_was_written_counts_as_its_default():
     assert config.trajectory_diff(old, new) == []
     literal = config.load("es_nominibatch_small_local", ["es.subset=offspring"]).to_dict()
     assert config.trajectory_diff(old, literal) == ["es.subset: 'pair' -> 'offspring'"]
+
+
+def test_a_moved_key_is_read_under_its_new_name_in_configs_and_old_run_files():
+    """population.theta_from moved to net.theta_from: an old TOML still works, and an old
+    checkpoint's config (which holds the old key at its default) resumes without a diff."""
+    cfg = config.from_dict({"population": {"theta_from": "x.h5"}})
+    assert cfg.net.theta_from == "x.h5"
+    old = config.Config().to_dict()
+    del old["net"]["theta_from"]
+    old["population"]["theta_from"] = ""
+    assert config.trajectory_diff(old, config.Config().to_dict()) == []
+    old["population"]["theta_from"] = "y.h5"
+    assert config.trajectory_diff(old, config.Config().to_dict()) == ["net.theta_from: 'y.h5' -> ''"]

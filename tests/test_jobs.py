@@ -7,7 +7,6 @@ at Debian's slurm-wlm setup); with neither, they skip saying so, unless ``HPC_ES
 (CI), where that is a failure.
 """
 import os
-import shutil
 import subprocess
 import sys
 import time

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from hpc_es import config, data, es, train
 
@@ -120,3 +121,20 @@ def test_data_errors_under_mpiexec_are_printed_once(tmp_path):
     assert proc.returncode == 2 and proc.stdout.count("does not exist") == 1, proc.stdout + proc.stderr
     proc = _mpiexec_cli("train", "es_small_local", "--threads", "-3")
     assert proc.returncode == 2 and (proc.stdout + proc.stderr).count("argument --threads") == 1, proc.stderr
+
+
+def test_a_run_can_start_from_another_runs_theta(mnist_dir, tmp_path):
+    """net.theta_from: the run starts from that theta (its validation at iteration 0 is the
+    other run's final one); a missing file is an error naming the key."""
+    from hpc_es import comm, io
+    ds = data.load_mnist(mnist_dir)
+    first = str(tmp_path / "first")
+    cfg = config.load("sgd_small_local", ["run.iterations=2", "run.eval_every=0"])
+    theta, hist = train.run(cfg, comm.SerialComm(), out=first, dataset=ds, quiet=True)
+    cfg = config.load("sgd_small_local", ["run.iterations=1", "run.eval_every=1",
+                                          f'net.theta_from="{os.path.join(first, io.RESULTS)}"'])
+    _, second = train.run(cfg, comm.SerialComm(), dataset=ds, quiet=True)
+    assert second["eval_iteration"][0] == 0 and second["val_accuracy"][0] == hist["val_accuracy"][-1]
+    cfg = config.load("sgd_small_local", ['net.theta_from="nowhere.h5"'])
+    with pytest.raises(io.RunDirError, match="net.theta_from = nowhere.h5: no such file"):
+        train.run(cfg, comm.SerialComm(), dataset=ds, quiet=True)
