@@ -30,6 +30,7 @@ def main(argv=None):
     from hpc_es import comm, threads
     try:
         threads.check_environment()
+        comm.ranks_per_virtual_node()
     except ValueError as err:
         parser.error(str(err))
     if getattr(args, "threads", None) is not None:

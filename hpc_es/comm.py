@@ -200,12 +200,37 @@ def install_excepthook(comm):
     sys.excepthook = hook
 
 
+VIRTUAL_NODES_VARIABLE = "HPC_ES_RANKS_PER_NODE"
+
+
+def ranks_per_virtual_node():
+    """k from ``$HPC_ES_RANKS_PER_NODE`` (a testing aid: see :func:`node_comm`), or None when
+    unset; ValueError naming the variable for anything but a positive integer."""
+    text = os.environ.get(VIRTUAL_NODES_VARIABLE, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{VIRTUAL_NODES_VARIABLE}={text!r}: expected a positive integer (ranks per virtual "
+                         f"node), or unset for the real nodes")
+    return int(text)
+
+
 def node_comm(comm):
-    """Collective over ``comm``: the sub-communicator of ranks sharing this node's memory."""
+    """Collective over ``comm``: the sub-communicator of ranks sharing this node's memory.
+
+    With ``$HPC_ES_RANKS_PER_NODE=k`` (a testing aid) each real node is cut further into
+    "virtual nodes" of k consecutive ranks of ``comm`` (rank // k), so one machine runs the
+    layout of several nodes: one table copy per virtual node, filled by its own ranks."""
     if isinstance(comm, SerialComm) or comm.Get_size() == 1:
         return comm
     from mpi4py import MPI
-    return comm.Split_type(MPI.COMM_TYPE_SHARED)
+    shared = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    k = ranks_per_virtual_node()
+    if k is None:
+        return shared
+    virtual = shared.Split(comm.Get_rank() // k, comm.Get_rank())
+    shared.Free()
+    return virtual
 
 
 class SharedArray:
@@ -261,6 +286,7 @@ def shared_noise_table(comm, seed, size):
         lo, hi = first * noise.CHUNK, min(last * noise.CHUNK, size)
         if last > first:
             noise.fill_chunks(seed, first, last, shared.array[lo:hi], size)
+        shared.filled = (lo, hi) if last > first else (lo, lo)  # what this rank wrote (tests)
         return shared
 
     errors = (MemoryError, OSError) + _mpi_exception()

@@ -5,9 +5,15 @@ from hpc_es import nets
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip tests marked ``mpi(min_size=k)`` when fewer than k ranks run them."""
+    """Skip tests marked ``mpi(min_size=k)`` when fewer than k ranks run them, and those marked
+    ``nodes`` unless 4 ranks run them as 2 virtual nodes (tests/test_nodes.py)."""
+    import os
     size = _world_size()
+    virtual = os.environ.get("HPC_ES_RANKS_PER_NODE", "")
     for item in items:
+        if item.get_closest_marker("nodes") is not None and (size, virtual) != (4, "2"):
+            item.add_marker(pytest.mark.skip(reason="needs HPC_ES_RANKS_PER_NODE=2 mpiexec -n 4 (README's "
+                                             f"test command); running on {size} rank(s)"))
         marker = item.get_closest_marker("mpi")
         if marker is not None and size < marker.kwargs.get("min_size", 1):
             item.add_marker(pytest.mark.skip(

@@ -35,7 +35,7 @@ def test_every_sbatch_script_resolves_its_command(script, tmp_path):
     proc = subprocess.run(["bash", os.path.join(ROOT, "jobs", "slurm", script), "--dry-run"], capture_output=True,
                           text=True, timeout=60, env=_env(HPC_ES_RUNS=str(tmp_path), SLURM_ARRAY_TASK_ID="3"))
     assert proc.returncode == 0, proc.stderr
-    line = proc.stdout.strip()
+    line = proc.stdout.splitlines()[0]
     assert line.startswith("srun --mpi=pmi2 python -m mpi4py -m hpc_es ")
     assert f" {preset} --out {tmp_path}/{preset}/seed3" in line
     text = open(os.path.join(ROOT, "jobs", "slurm", script)).read()
@@ -43,6 +43,29 @@ def test_every_sbatch_script_resolves_its_command(script, tmp_path):
     bad = subprocess.run(["bash", os.path.join(ROOT, "jobs", "slurm", script), "--bogus"], capture_output=True,
                          text=True, timeout=60, env=_env())
     assert bad.returncode == 2 and "unknown argument: --bogus" in bad.stderr
+
+
+@pytest.mark.parametrize("script", ["es_tf_paper.sbatch", "table1_tf_paper.sbatch"])
+def test_a_two_node_layout_resolves_to_the_same_srun_line(script, tmp_path):
+    """sbatch --nodes=2 --ntasks-per-node=50 --cpus-per-task=2, as the allocation's variables
+    say it: the srun line is the one-node line (srun spreads the ranks), with no rank or node
+    count of its own, the threads follow --cpus-per-task, and the run directory is the same
+    shared path on both nodes."""
+    def resolve(**layout):
+        proc = subprocess.run(["bash", os.path.join(ROOT, "jobs", "slurm", script), "--dry-run"], capture_output=True,
+                              text=True, timeout=60, env=_env(HPC_ES_RUNS=str(tmp_path), **layout))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.splitlines()
+
+    one = resolve(SLURM_JOB_NUM_NODES="1", SLURM_NTASKS="100", SLURM_CPUS_PER_TASK="1")
+    two = resolve(SLURM_JOB_NUM_NODES="2", SLURM_NNODES="2", SLURM_NTASKS="100", SLURM_NTASKS_PER_NODE="50",
+                  SLURM_CPUS_PER_TASK="2", SLURM_JOB_NODELIST="node[1-2]")
+    assert two[0] == one[0]
+    argv = two[0].split()
+    assert argv[:2] == ["srun", "--mpi=pmi2"] and not {"-n", "-N", "--ntasks", "--nodes"} & set(argv)
+    assert not any(a.startswith(("--ntasks=", "--nodes=", "-n", "-N")) for a in argv[2:])
+    assert two[1].startswith("# layout: 2 node(s), 100 ranks, 2 thread(s) per rank, one noise table per node")
+    assert f"run directory {tmp_path}/" in two[1]
 
 
 def test_local_script_runs_then_resumes(mnist_dir, tmp_path):

@@ -10,7 +10,9 @@
 #   HPC_ES_ARGS    extra arguments for hpc-es, e.g. "--set run.iterations=10"
 #   HPC_ES_SRUN    launcher (default: "srun --mpi=pmi2"; e.g. "srun" where PMIx is the default)
 #   HPC_ES_REQUEUE 1 (default): after a preemption checkpoint (exit 75), requeue this job itself
-# Arguments: --dry-run prints the resolved command and exits.
+# Arguments: --dry-run prints the resolved command and the layout it would run with, and exits.
+# Several nodes: sbatch --nodes=N --ntasks-per-node=K jobs/slurm/X.sbatch (the header's --ntasks
+# is overridden); each node builds its own copy of the noise table in shared memory.
 # Run directory: $HPC_ES_RUNS/<preset>/seed<N>, N = $SLURM_ARRAY_TASK_ID (else 0), so a requeued
 # or resubmitted job finds its checkpoint and continues (--resume auto).
 set -euo pipefail
@@ -44,6 +46,10 @@ read -r -a launcher <<< "${HPC_ES_SRUN:-srun --mpi=pmi2}"
 cmd=("${launcher[@]}" python -m mpi4py -m hpc_es "${args[@]}" "${extra[@]}")
 if [ "$dry_run" = 1 ]; then
   printf '%q ' "${cmd[@]}"; echo
+  # srun takes the layout from the allocation (sbatch --nodes / --ntasks-per-node override the
+  # header): nothing in the command depends on the node count.
+  echo "# layout: ${SLURM_JOB_NUM_NODES:-?} node(s), ${SLURM_NTASKS:-?} ranks, $HPC_ES_THREADS thread(s) per" \
+       "rank, one noise table per node; run directory $out (on a file system every node sees)"
   exit 0
 fi
 mkdir -p "$runs/$preset"
