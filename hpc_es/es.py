@@ -159,7 +159,7 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
     shared_batch = pop.batch.ndim == 1
     if delta is None:
         work[:] = theta
-    based_on = None  # the row of pop.batch whose subset the cached activations are for
+    unset = based_on = object()  # the row of pop.batch (None: the shared batch) the cache is for
     for i in range(lo, hi):
         m = pop.member[i]
         start, length, offset = pop.start[m], pop.length[m], pop.offsets[m]
@@ -167,7 +167,7 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
         row = None if shared_batch else pop.subset_of(i)
         b = pop.batch if shared_batch else pop.batch[row]
         if delta is not None:
-            if based_on is None or (not shared_batch and based_on != row):
+            if based_on is unset or (not shared_batch and based_on != row):
                 delta.set_base(theta, x[b], y[b])
                 based_on = row
             rewards[i - lo] = -delta.loss(start, length, table, offset, scale)

@@ -159,8 +159,13 @@ def test_limited_evaluate_with_and_without_delta_agree(mnist_dir):
         pop = es.sample_population(cfg, 0, 3, net.n_params, table.size, len(ds.train_labels), 50, buckets)
         r_delta, r_plain = np.empty(14), np.empty(14)
         work = np.empty_like(theta)
-        es.evaluate(net, theta, table, pop, cfg.sigma, ds.train_images, ds.train_labels, 3, 17, r_delta, work,
-                    limited.DeltaEvaluator(net))
+        delta = limited.DeltaEvaluator(net)
+        bases = []
+        delta.set_base = lambda *a, base=delta.set_base: bases.append(1) or base(*a)
+        es.evaluate(net, theta, table, pop, cfg.sigma, ds.train_images, ds.train_labels, 3, 17, r_delta, work, delta)
+        # the cached base pass is computed once per mini-batch / subset, not per offspring
+        subsets = {1: 1, 0: 0}[pop.batch.ndim == 1] or len({pop.subset_of(i) for i in range(3, 17)})
+        assert len(bases) == subsets, (mode, subset, len(bases))
         es.evaluate(net, theta, table, pop, cfg.sigma, ds.train_images, ds.train_labels, 3, 17, r_plain, work)
         np.testing.assert_allclose(r_delta, r_plain, rtol=1e-6)
         assert len(set(r_plain)) == 14
