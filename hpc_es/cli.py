@@ -121,7 +121,8 @@ def _parser():
                         "claim beside ours, full-scale costs, figures) to FILE, e.g. docs/REPRODUCTION.md")
     report.add_argument("--bench", default=os.path.join("benchmarks", "out", "aggregation.json"),
                         help="master-cost benchmark JSON to include, if it exists")
-    report.add_argument("--data-dir", help="MNIST directory (for the throughput measured for costs)")
+    report.add_argument("--data-dir", help="MNIST directory (for the per-unit costs measured for projections)")
+    report.add_argument("--units", help="per-unit costs JSON (benchmarks/out/units.json) instead of measuring")
     report.set_defaults(func=_report)
 
     plot = sub.add_parser("plot", help="Figures 1-5 (PNG and PDF) from results files")
@@ -141,6 +142,21 @@ def _parser():
     verify = data_sub.add_parser("verify", help="load and verify the MNIST files")
     verify.add_argument("--data-dir", help="MNIST directory (default: $HPC_ES_DATA, else the user cache)")
     verify.set_defaults(func=_verify)
+
+    plan = sub.add_parser("plan", help="predict a preset's wall time, core-hours and memory per node on R ranks")
+    plan.add_argument("config", help="preset name or .toml")
+    plan.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    plan.add_argument("--ranks", default="100", help="rank counts, comma-separated (default 100)")
+    plan.add_argument("--ranks-per-node", type=_positive, default=32, help="ranks per node (default 32)")
+    plan.add_argument("--units", help="per-unit costs JSON (from --save-units or benchmarks/scaling.py); "
+                      "default: measure them now on one core (about a minute)")
+    plan.add_argument("--save-units", metavar="FILE", help="write the measured units to FILE")
+    plan.add_argument("--network", help="alpha-beta fit JSON (benchmarks/out/network.json); default: an "
+                      "assumed cluster interconnect")
+    plan.add_argument("--runs", type=_positive, help="Table 1: seeds per method (default: the job script's, else 20)")
+    plan.add_argument("--rhos", default="0.04,0.2", help="Table 1: proxy correlations")
+    plan.add_argument("--data-dir", help="MNIST directory (for measuring the units)")
+    plan.set_defaults(func=_plan)
 
     presets = sub.add_parser("presets", help="list bundled presets and every config key")
     presets.set_defaults(func=_presets)
@@ -234,7 +250,12 @@ def _report(args):
         from hpc_es import data
         dataset = data.load_mnist(args.data_dir or None)
         bench = json.load(open(args.bench)) if args.bench and os.path.exists(args.bench) else None
-        text = report.reproduction(args.results, report.throughput(dataset), args.write, bench)
+        if args.units:
+            with open(args.units) as f:
+                units = json.load(f)["units"]
+        else:
+            units = report.units_for_report(dataset)
+        text = report.reproduction(args.results, units, args.write, bench)
         with open(args.write, "w") as f:
             f.write(text)
         print(f"wrote {args.write}")
@@ -269,6 +290,56 @@ def _verify(args):
     from hpc_es import data
     ds = data.load_mnist(args.data_dir, download=False)
     print(f"MNIST verified from {ds.source}: {len(ds.train_labels)} train, {len(ds.test_labels)} test images")
+
+
+def _plan(args):
+    import json
+
+    from hpc_es import config, costs, data
+    cfg = _load_config(args)
+    try:
+        ranks = [int(r) for r in args.ranks.split(",")]
+    except ValueError:
+        ranks = []
+    if not ranks or min(ranks) < 1:
+        raise config.ConfigError(f"--ranks {args.ranks!r}: expected positive integers, comma-separated")
+    name = os.path.splitext(os.path.basename(args.config))[0]
+    script, header = costs.job_script(name)
+    table1 = name.startswith("table1")
+    rhos = [float(r) for r in args.rhos.split(",")] if table1 else []
+    runs = args.runs or (header.get("runs") if not table1 else None) or (20 if table1 else 1)
+    if args.units:
+        try:
+            with open(args.units) as f:
+                units = json.load(f)["units"]
+        except (OSError, ValueError, KeyError) as err:
+            raise config.ConfigError(f"--units {args.units}: cannot be read as a units JSON ({err})") from None
+        if cfg.net.arch not in units:
+            raise config.ConfigError(f"--units {args.units}: has no costs for net.arch = {cfg.net.arch!r}")
+    else:
+        print("measuring the per-unit costs on one core (about a minute; --save-units FILE keeps them)")
+        units = costs.measure_units([cfg], data.load_mnist(args.data_dir or cfg.data.dir or None))
+    if args.save_units:
+        with open(args.save_units, "w") as f:
+            json.dump({"units": units}, f, indent=1)
+    network = costs.Network.from_json(args.network) if args.network else costs.Network()
+    from hpc_es import runs as runs_mod
+    what = "Table 1" if table1 else runs_mod.describe(cfg.to_dict())
+    print(f"{name}: {what} on {cfg.net.arch}, {cfg.run.iterations:,} iterations per run"
+          f"{f', {runs} runs' if runs > 1 else ''} (a projection from per-unit costs measured on this machine)")
+    for r in ranks:
+        p = costs.predict(cfg, r, units, network, ranks_per_node=args.ranks_per_node, runs=runs, rhos=rhos)
+        print()
+        print("\n".join("  " + line for line in costs.describe(p, network)))
+        if runs > 1 and not table1:
+            print(f"  all {runs} runs: {runs * p.core_hours:,.1f} core-hours")
+    if script:
+        script = os.path.relpath(script)
+        print(f"\njob script: sbatch --ntasks=R {script} (its header asks for {header.get('ntasks', '?')} ranks"
+              f"{', ' + str(header['runs']) + ' array tasks' if header.get('runs') else ''}); "
+              f"several nodes: sbatch --nodes=N --ntasks-per-node=K {script}")
+    else:
+        print(f"\njob script: jobs/local.sh {name} R  (no Slurm script for this preset)")
 
 
 def _presets(args):

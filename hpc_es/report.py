@@ -1,6 +1,6 @@
 """What the runs say beside the paper: the table of runs, Table 1's table, two runs' curves
 compared (Fig. 2), the reproduction report (docs/REPRODUCTION.md) and the cost of the
-paper-scale experiments projected from throughput measured on the spot.
+paper-scale experiments projected by :mod:`hpc_es.costs` from unit costs measured on the spot.
 
 The paper's numbers come from :mod:`hpc_es.paper`; runs are found and grouped by
 :mod:`hpc_es.runs`. Nothing here trains or knows MPI.
@@ -105,63 +105,16 @@ def _paper_ref(cfg):
 NOTES_BEGIN, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
 MIN_ITERATIONS_FOR_ACCURACY = 20
 
-# Paper-scale experiments: (preset, runs, what one run costs in units measured by `throughput`).
-# Per iteration: N offspring evaluations, one validation on 10,000 test images (eval_every = 1),
-# and one dense aggregation (1.2 s of one core, benchmarks/aggregation.py), spread over the ranks.
-FULL_SCALE = [
-    ("es_tf_paper", "jobs/slurm/es_tf_paper.sbatch", 5, lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2)),
-    ("corr_tf_paper", "jobs/slurm/corr_tf_paper.sbatch", 1,
-     lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2 + t["tf_sgd_step"])),
-    ("sgd_tf_paper", "jobs/slurm/sgd_tf_paper.sbatch", 5, lambda t: 2000 * t["tf_sgd_step"] + 8 * t["tf_validate"]),
-    ("proxy_tf_paper", "jobs/slurm/proxy_tf_paper.sbatch", 1, lambda t: 2000 * (t["tf_sgd_step"] + t["tf_validate"])),
-    ("table1_tf_paper", "jobs/slurm/table1_tf_paper.sbatch", 60, lambda t: 40_000 * t["tf_sgd_step"] + t["tf_validate"]),
-    ("population_tf_paper", "jobs/slurm/population_tf_paper.sbatch", 1, lambda t: 276_000 * t["tf_offspring"]),
-    ("limited_tf_paper", "jobs/slurm/limited_tf_paper.sbatch", 5,
-     lambda t: 2000 * (50_000 * t["tf_limited_offspring"] + 500 * t["tf_base_pass"] + t["tf_validate"] + 0.04)),
-    ("es_nominibatch_tf_paper", "jobs/slurm/es_nominibatch_tf_paper.sbatch", 5,
-     lambda t: 2000 * (10_000 * t["tf_offspring"] + t["tf_validate"] + 1.2)),
-    ("es_small99_paper", "jobs/slurm/es_small99_paper.sbatch", 1,
-     lambda t: 2000 * (50_000 * t["small_offspring"] + t["small_validate"] + 0.02)),
-]
+# The paper-scale experiments whose cost the report projects (hpc_es.costs, from the presets
+# and their job scripts).
+FULL_SCALE = ["es_tf_paper", "corr_tf_paper", "sgd_tf_paper", "proxy_tf_paper", "table1_tf_paper",
+              "population_tf_paper", "limited_tf_paper", "es_nominibatch_tf_paper", "es_small99_paper"]
 
 
-def throughput(dataset):
-    """Seconds per unit of work on one core here (batch 50): an offspring (full forward), a
-    limited offspring under the uniform bucket draw (delta evaluation), the base pass, an SGD
-    step (forward + backward + Adam) and a validation pass over the 10,000 test images."""
-    import time
-
-    from hpc_es import limited, nets, noise, optim
-
-    def clock(fn, repeats):
-        fn()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        return (time.perf_counter() - start) / repeats
-
-    x, y = dataset.train_images[:50], dataset.train_labels[:50]
-    out = {}
-    for name in ("tf_tutorial", "small"):
-        net = nets.build(name)
-        theta = net.init_theta(0)
-        short = "tf" if name == "tf_tutorial" else "small"
-        out[f"{short}_offspring"] = clock(lambda: net.loss(theta, x, y), 10)
-        opt = optim.build(config.OptimConfig(), net.n_params)
-        g = np.empty_like(theta)
-        out[f"{short}_sgd_step"] = clock(lambda: opt.step(theta, net.grad(theta, x, y, out=g)), 5)
-        out[f"{short}_validate"] = clock(lambda: net.n_correct(theta, dataset.test_images[:1000],
-                                                               dataset.test_labels[:1000]), 1) * 10
-    net = nets.build("tf_tutorial")
-    theta = net.init_theta(0)
-    buckets = limited.partition(net.layout, 5000)
-    ev = limited.DeltaEvaluator(net)
-    out["tf_base_pass"] = clock(lambda: ev.set_base(theta, x, y), 3)
-    table = noise.build_table(0, 2_000_000)
-    ids = np.random.default_rng(0).integers(0, buckets.count, 400)
-    out["tf_limited_offspring"] = clock(lambda: [ev.loss(buckets.start[m], buckets.size[m], table, 7, 0.002)
-                                                for m in ids], 1) / ids.size
-    return out
+def units_for_report(dataset):
+    """The per-unit costs of every :data:`FULL_SCALE` preset, measured here on one core."""
+    from hpc_es import costs
+    return costs.measure_units([config.load(name) for name in FULL_SCALE], dataset)
 
 
 def _groups(runs, figure, select=None):
@@ -206,7 +159,7 @@ def _setup(runs):
     return f"{cfg['net']['arch']}{n}, {cfg['run']['iterations']:,} it., {ranks}, {wall:.0f} s per run"
 
 
-def reproduction(paths, timing, write_to=None, bench=None):
+def reproduction(paths, units, write_to=None, bench=None, network=None):
     """The markdown of docs/REPRODUCTION.md from results under ``paths`` (and a table1.h5 if
     found), the per-unit ``timing`` of :func:`throughput`, and optionally the master-cost
     benchmark's JSON ``bench``. A ``<!-- notes -->`` block already in ``write_to`` is kept."""
@@ -315,12 +268,19 @@ def reproduction(paths, timing, write_to=None, bench=None):
             f"{paper_text('acc_es_small99_10k')} (N = 10,000), {paper_text('acc_es_small99_50k')} (N = 50,000)",
             _acc_text(v), _setup(v))
 
-    cost = ["| experiment | job script | runs | projected core-hours (all runs) |", "| --- | --- | ---: | ---: |"]
-    for preset, script, n_runs, seconds in FULL_SCALE:
-        hours = n_runs * seconds(timing) / 3600
-        cost.append(f"| `{preset}` | `{script}` | {n_runs} | {hours:,.1f} |" if hours < 10 else
-                    f"| `{preset}` | `{script}` | {n_runs} | {hours:,.0f} |")
-    units = ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in timing.items())
+    from hpc_es import costs
+    network = network or costs.Network()
+    cost = ["| experiment | job script | ranks | runs | wall time per run | memory per node | projected "
+            "core-hours (all runs) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for preset, script, ranks, n_runs, p, hours in costs.full_scale(FULL_SCALE, units, network):
+        where = f"`jobs/slurm/{os.path.basename(script)}`" if script else "-"
+        cost.append(f"| `{preset}` | {where} | {ranks} | {n_runs} | {costs.hms(p.wall)} | "
+                    f"{p.memory_per_node / 2**30:.1f} GiB | {hours:,.1f} |" if hours < 10 else
+                    f"| `{preset}` | {where} | {ranks} | {n_runs} | {costs.hms(p.wall)} | "
+                    f"{p.memory_per_node / 2**30:.1f} GiB | {hours:,.0f} |")
+    unit_text = ", ".join(f"{arch} offspring {1e3 * units[arch]['offspring']:.2f} ms, SGD step "
+                          f"{1e3 * units[arch]['sgd_step']:.2f} ms, validation {1e3 * units[arch]['validate_image']:.3f}"
+                          f" ms per image" for arch in ("tf_tutorial", "small") if arch in units)
     notes = ""
     if write_to and os.path.exists(write_to):
         text = open(write_to).read()
@@ -346,10 +306,11 @@ def reproduction(paths, timing, write_to=None, bench=None):
         "",
         "## What the full-scale runs would cost",
         "",
-        "Projected from the per-core throughput measured when this report was generated (batch 50, one "
-        f"thread): {units}. Core-hours include evaluation, validation every iteration and aggregation; "
-        "they exclude start-up and I/O (checkpoints cost < 1%, docs/RELIABILITY.md). Projections, not "
-        "measurements.",
+        "Projected by `hpc_es.costs` (our model: every count from the preset, ranks and runs from its job "
+        "script, per-unit costs measured on this machine's cores when the report was generated, collectives "
+        f"{network.source}): {unit_text}. Start-up, validation, measurement and checkpoint writes included; "
+        "`benchmarks/cost_model.py` checks the model against shortened runs (docs/RESULTS.md). "
+        "`hpc-es plan PRESET --ranks R` gives any other rank count. Projections, not measurements.",
         "",
         *cost,
         "",

@@ -108,20 +108,35 @@ def test_plot_command_writes_beside_the_results_never_into_docs(results, tmp_pat
     assert proc.returncode == 2 and "nothing: no such file or directory" in proc.stdout
 
 
+def _offspring_only_units():
+    """Unit costs where only evaluating an offspring costs anything (10 ms): projections that a
+    test can check by hand."""
+    from collections import defaultdict
+    units = defaultdict(float, {arch: defaultdict(float, offspring=0.01) for arch in ("tf_tutorial", "small")})
+    return units
+
+
+def _free_network():
+    from hpc_es import costs
+    return costs.Network(allgatherv=(0.0, 0.0), allreduce=(0.0, 0.0), source="free (test)")
+
+
 def test_reproduction_report_lists_every_claim_and_keeps_hand_notes(results, tmp_path):
-    timing = {k: 0.01 for k in ("tf_offspring", "tf_sgd_step", "tf_validate", "small_offspring", "small_sgd_step",
-                                "small_validate", "tf_base_pass", "tf_limited_offspring")}
     target = tmp_path / "REPRODUCTION.md"
     target.write_text("old\n<!-- notes -->\nmy verdicts\n<!-- /notes -->\n")
-    text = report.reproduction([results], timing, str(target))
+    text = report.reproduction([results], _offspring_only_units(), str(target), network=_free_network())
     for claim in ("Mini-batch ES final accuracy", "SGD final accuracy", "rho(g_ES, g_true)", "SGD self-correlation",
                   "ES and its proxy", "Limited vs full", "No-mini-batch vs mini-batch", "L2 2e-4"):
         assert claim in text, claim
-    assert "my verdicts" in text and "| `es_tf_paper` | `jobs/slurm/es_tf_paper.sbatch` | 5 |" in text
+    assert "my verdicts" in text and "| `es_tf_paper` | `jobs/slurm/es_tf_paper.sbatch` | 100 | 5 |" in text
     # the preamble says what the files record, not where we think the runs came from
     assert "reproduce_local" not in text and "Runs as their files record them: 29 on 2 ranks." in text
-    # es_tf_paper: 5 runs x 2,000 x (10,000 x 0.01 + 0.01 + 1.2) s
-    assert f"{5 * 2000 * (100 + 0.01 + 1.2) / 3600:,.0f} |" in text
+    # es_tf_paper, when only an offspring costs anything (10 ms): 5 runs of 2,000 iterations on 100
+    # ranks, each rank evaluating 10,000 / 100 offspring per iteration: 278 core-hours; memory: the
+    # 250,000,000-float table and, for each of the 100 ranks (one node), 6 arrays of P floats
+    row = next(line for line in text.splitlines() if line.startswith("| `es_tf_paper`"))
+    memory = (4 * 250_000_000 + 100 * 6 * 4 * 3_274_634) / 2**30
+    assert row.endswith(f"| 0h33m20s | {memory:.1f} GiB | {5 * 2000 * 100 * 0.01 * 100 / 3600:,.0f} |"), row
     assert "| Mini-batch ES final accuracy (Sec. 4) | 96.99%" in text
 
 
@@ -130,9 +145,7 @@ def test_limited_runs_are_compared_with_full_runs_trained_alike(results, tmp_pat
     full-perturbation curve with more seeds but another sigma is not it."""
     for seed in range(6):
         _write(results, f"sigma{seed}", "corr_small_local", seed, np.full(6, 0.5), overrides=["es.sigma=0.01"])
-    timing = {k: 0.01 for k in ("tf_offspring", "tf_sgd_step", "tf_validate", "small_offspring", "small_sgd_step",
-                                "small_validate", "tf_base_pass", "tf_limited_offspring")}
-    text = report.reproduction([results], timing, str(tmp_path / "R.md"))
+    text = report.reproduction([results], _offspring_only_units(), str(tmp_path / "R.md"), network=_free_network())
     row = next(line for line in text.splitlines() if line.startswith("| Limited vs full"))
     assert "vs full N = 500 81.50% (range 80.00-83.00), 4 runs" in row, row
     # limited {78, 79, 80, 81}% vs full {80, 81, 82, 83}%: of the 16 pairs limited wins 1 and ties 2,

@@ -1,0 +1,367 @@
+"""Cost model: what a run of a config costs on R ranks, predicted from the config itself.
+
+Nothing here is retyped from a preset: N, iterations, mode, perturbation, bucket size,
+validation and checkpoint cadence, noise-table size and the net all come from the config.
+The per-unit costs come from :func:`measure_units`, which times the training loop's own code
+paths (``es.evaluate`` on a population drawn as in training, ``es.gradient``, the optimizer,
+``net.n_correct``, ``io.save_checkpoint``, the noise-table fill) on one core here; the
+collectives from an alpha-beta model (:class:`Network`), fitted to measurements by
+``benchmarks/collectives.py``. A run's wall time is
+
+    start-up (process, MNIST, noise table, validation of theta_0)
+    + iterations x (evaluate + communicate + aggregate + update + measure + validate / k)
+    + checkpoints and results writes
+
+with, per iteration on R ranks (K = N/2 perturbations with antithetic pairs):
+
+    ES        evaluate   ceil(N/R) offspring (+ base passes of limited perturbation's delta evaluation)
+              communicate Allgatherv of N rewards (8 bytes) + Allgatherv of P floats (sharded) + the
+                          signal allreduce
+              aggregate  K x P/R floats (dense) or K x mean bucket / R (sparse; sharded), else x R
+    SGD/proxy every rank computes the same gradient (no speed-up), validation split over R
+    population blocks of population.step offspring until the theory's N for the target rho;
+              aggregation replicated on every rank
+    Table 1   its runs spread over the ranks, each serial
+
+Memory per node: one noise table plus, per rank, the process (measured) and the net's arrays.
+The model is ours; ``benchmarks/cost_model.py`` checks it against shortened runs of every
+paper-scale preset (docs/RESULTS.md).
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+TEST_IMAGES = 10_000
+
+
+@dataclass(frozen=True)
+class Network:
+    """alpha (s per message step) and beta (s per byte) of each collective the loop uses:
+    T(p, n bytes) = alpha ceil(log2 p) + beta n (p - 1) / p for Allgatherv (n = all gathered
+    bytes), 2 alpha ceil(log2 p) for an allreduce of one integer, 0 on one rank."""
+
+    allgatherv: tuple = (5e-6, 1 / 5e9)
+    allreduce: tuple = (5e-6, 0.0)
+    source: str = "assumed (ours): 5 us latency, 5 GB/s per rank, a typical InfiniBand cluster"
+
+    def time(self, kind, ranks, nbytes=0):
+        if ranks <= 1:
+            return 0.0
+        alpha, beta = getattr(self, kind)
+        steps = math.ceil(math.log2(ranks))
+        if kind == "allreduce":
+            return 2 * alpha * steps
+        return alpha * steps + beta * nbytes * (ranks - 1) / ranks
+
+    @classmethod
+    def from_json(cls, path):
+        with open(path) as f:
+            return cls.from_fit(json.load(f)["fit"], f"fitted to {os.path.basename(path)} (shared memory, one machine)")
+
+    @classmethod
+    def from_fit(cls, fit, source):
+        return cls(allgatherv=tuple(fit["allgatherv"]), allreduce=tuple(fit["allreduce"]), source=source)
+
+
+@dataclass
+class Prediction:
+    """Seconds per phase of one iteration (``phases``), the one-off costs, and the totals."""
+
+    config: dict
+    ranks: int
+    ranks_per_node: int
+    iterations: int
+    phases: dict
+    startup: float
+    writes: float
+    wall: float
+    memory_per_node: float  # bytes
+    notes: list = field(default_factory=list)
+
+    @property
+    def per_iteration(self):
+        return sum(self.phases.values())
+
+    @property
+    def core_hours(self):
+        return self.wall * self.ranks / 3600
+
+
+def _clock_synced(fn, repeats=3, sync=None):
+    fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def measure_units(cfgs, dataset, table_floats=None, comm=None):
+    """Seconds of one core for each unit of work that ``cfgs`` (configs) need, through the
+    training loop's own code: {"tf_tutorial": {...}, "small": {...}, "table_fill_float",
+    "write_byte", "process_start", "data_load", "rss_rank"}, on a noise table of the configs'
+    size (``table_floats`` to override). Takes one to two minutes.
+
+    With ``comm`` (collective), every rank measures at the same time, as every core of a node
+    works during training (they share caches and memory bandwidth), and every rank returns the
+    mean over the ranks: run it on as many ranks as the node has cores."""
+    from hpc_es import config as config_mod, es, io, limited, nets, noise, optim
+    sync = comm.Barrier if comm is not None else None
+    # the configs' own table: windows spread over 1 GiB miss caches and TLB as in training
+    table_floats = table_floats or max(c.noise.size for c in cfgs)
+
+    def _clock(fn, repeats=5):  # the median of 5: single timings of one call vary by +-25% on a shared VM
+        return _clock_synced(fn, repeats, sync)
+
+    table = noise.build_table(1, table_floats)
+    x, y = dataset.train_images, dataset.train_labels
+    units = {}
+    for arch in sorted({c.net.arch for c in cfgs}):
+        net = nets.build(arch)
+        P = net.n_params
+        theta = net.init_theta(0)
+        u = units[arch] = {}
+        batch = next(c.data.batch_size for c in cfgs if c.net.arch == arch)
+        n = 8 if P > 1e6 else 64
+        work, rewards = np.empty_like(theta), np.empty(n)
+
+        def population(es_cfg, buckets=None):
+            return es.sample_population(es_cfg, 0, 0, P, table.size, len(y), batch, buckets)
+
+        full = population(config_mod.ESConfig(n_offspring=n))
+        u["offspring"] = _clock(lambda: es.evaluate(net, theta, table, full, 0.002, x, y, 0, n, rewards, work)) / n
+        subset = population(config_mod.ESConfig(n_offspring=n, mode="nominibatch"))
+        u["offspring_subset"] = _clock(lambda: es.evaluate(net, theta, table, subset, 0.002, x, y, 0, n, rewards,
+                                                           work)) / n
+        grad = np.empty_like(theta)
+        opt = optim.build(config_mod.OptimConfig(), P)
+        b = es.minibatch(0, 0, len(y), batch)
+        u["sgd_step"] = _clock(lambda: net.loss_and_grad(theta.copy(), x[b], y[b], out=grad))
+        u["adam_float"] = _clock(lambda: opt.step(theta.copy(), grad)) / P
+        rng = np.random.default_rng(0)
+        u["proxy_float"] = _clock(lambda: rng.standard_normal(P, np.float32)) / P
+        u["validate_image"] = _clock(lambda: net.n_correct(theta, dataset.test_images[:1000],
+                                                           dataset.test_labels[:1000]), 1) / 1000
+        k = 64
+        w = np.random.default_rng(1).standard_normal(k)
+        offsets = noise.sample_offsets(np.random.default_rng(2), k, P, table.size)
+        u["aggregate_float"] = _clock(lambda: es.aggregate(table, offsets, w, grad)) / (k * P)
+        for size in sorted({c.es.bucket_size for c in cfgs if c.net.arch == arch and c.es.perturbation == "limited"}):
+            buckets = limited.partition(net.layout, size)
+            delta = limited.DeltaEvaluator(net)
+            lim = population(config_mod.ESConfig(n_offspring=2 * 512, perturbation="limited", bucket_size=size),
+                             buckets)
+            r = np.empty(lim.size)
+            delta.set_base(theta, x[lim.batch], y[lim.batch])
+            u[f"base_pass_{size}"] = _clock(lambda: delta.set_base(theta, x[lim.batch], y[lim.batch]))
+            u[f"limited_offspring_{size}"] = (_clock(lambda: es.evaluate(net, theta, table, lim, 0.002, x, y, 0,
+                                                                         lim.size, r, work, delta))
+                                              - u[f"base_pass_{size}"]) / lim.size
+            f = np.random.default_rng(3).standard_normal(lim.size)
+            floats = float(lim.length.sum())
+            u[f"aggregate_sparse_float_{size}"] = _clock(lambda: es.gradient(table, lim, f, 0.002, grad)) / floats
+    chunk = np.empty(4 * noise.CHUNK, np.float32)
+    units["table_fill_float"] = _clock(lambda: noise.fill_chunks(3, 0, 4, chunk, 4 * noise.CHUNK), 1) / chunk.size
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        P = 3_274_634
+        theta = np.zeros(P, np.float32)
+        units["write_byte"] = _clock(lambda: io.save_checkpoint(tmp, 1, theta, {"m": theta, "v": theta, "step_count": np.array(1)},
+                                                                {}, {}, {}), 1) / (3 * 4 * P)
+    if comm is not None and comm.Get_rank() != 0:
+        units.update(dict.fromkeys(("process_start", "data_load", "rss_rank", "imports"), 0.0))
+    else:
+        units.update(_process_start())
+    if comm is not None:
+        units = _mean_over_ranks(comm, units)
+    return units
+
+
+def _mean_over_ranks(comm, units):
+    """Every unit averaged over the ranks (the process start-up: rank 0's, the only one measured)."""
+    parts = comm.allgather(units)
+    solo = ("process_start", "data_load", "rss_rank", "imports")
+
+    def mean(values, key):
+        if isinstance(values[0], dict):
+            return {k: mean([v[k] for v in values], k) for k in values[0]}
+        return values[0] if key in solo else float(np.mean(values))
+
+    return {k: mean([p[k] for p in parts], k) for k in units}
+
+
+def _process_start():
+    """A fresh process's start-up (interpreter, imports, numba's cached kernels, MNIST load)
+    and its resident memory then, measured in a subprocess."""
+    code = ("import time, resource; t0 = time.perf_counter(); import numpy as np; "
+            "from hpc_es import train, steps, es, data, nets; n = nets.build('small'); "
+            "n.loss(n.init_theta(0), np.zeros((2, 28, 28), np.uint8), np.zeros(2, np.int64)); "
+            "t1 = time.perf_counter(); d = data.load_mnist(); t2 = time.perf_counter(); "
+            "print(t1 - t0, t2 - t1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    total = time.perf_counter() - start
+    imports, load, rss = float(out[0]), float(out[1]), float(out[2])
+    return {"process_start": total - load, "data_load": load, "rss_rank": rss, "imports": imports}
+
+
+def _network_default():
+    return Network()
+
+
+def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=None, runs=1, rhos=()):
+    """The :class:`Prediction` of ``cfg`` on ``ranks`` ranks (``ranks_per_node`` per node,
+    default all on one node up to 128), ``iterations`` (default the config's). ``runs`` and
+    ``rhos``: a Table 1 run (``runs`` seeds of SGD and a proxy per rho, spread over the ranks)."""
+    from hpc_es import analysis, nets
+    network = network or _network_default()
+    rpn = min(ranks, ranks_per_node or 128)
+    net = nets.build(cfg.net.arch)
+    P, u = net.n_params, units[cfg.net.arch]
+    R, e, run = ranks, cfg.es, cfg.run
+    iters = iterations if iterations is not None else run.iterations
+    method = run.method
+    notes = []
+    phases = dict.fromkeys(("evaluate", "communicate", "aggregate", "update", "measure", "validate"), 0.0)
+    uses_table = method in ("es", "population")
+    n_val = math.ceil(TEST_IMAGES / R)
+    validate = n_val * u["validate_image"] + network.time("allreduce", R)
+    if method in ("es",):
+        N = e.n_offspring
+        K = N // 2 if e.antithetic else N
+        share = math.ceil(N / R)
+        sharded = e.aggregation == "sharded" and R > 1
+        if e.perturbation == "limited":
+            size = e.bucket_size
+            if e.delta:
+                bases = 1 if e.mode == "minibatch" else min(share, math.ceil(K / R) + 1)
+                phases["evaluate"] = share * u[f"limited_offspring_{size}"] + bases * u[f"base_pass_{size}"]
+            else:  # a full forward pass per offspring (only the bucket is perturbed and restored)
+                phases["evaluate"] = share * u["offspring" if e.mode == "minibatch" else "offspring_subset"]
+            from hpc_es import limited
+            buckets = limited.partition(net.layout, size)
+            p = buckets.probabilities(e.bucket_choice)
+            mean_len = float((p * buckets.size).sum())
+            phases["aggregate"] = K * mean_len * u[f"aggregate_sparse_float_{size}"] / (R if sharded else 1)
+        else:
+            per = u["offspring"] if e.mode == "minibatch" else u["offspring_subset"]
+            phases["evaluate"] = share * per
+            phases["aggregate"] = K * (P / R if sharded else P) * u["aggregate_float"]
+        phases["communicate"] = (network.time("allgatherv", R, 8 * N) + network.time("allreduce", R)
+                                 + (network.time("allgatherv", R, 4 * P) if sharded else 0.0))
+        phases["update"] = P * u["adam_float"]
+    elif method in ("sgd", "proxy"):
+        phases["evaluate"] = u["sgd_step"]
+        phases["update"] = P * u["adam_float"] + (P * u["proxy_float"] if method == "proxy" else 0.0)
+        phases["communicate"] = network.time("allreduce", R)
+        if R > 1:
+            notes.append("SGD and the proxy compute the same gradient on every rank: more ranks only split "
+                         "validation")
+    if cfg.measure.correlation:
+        phases["measure"] += u["sgd_step"]  # g_true on rank 0; everyone waits at the next collective
+    if cfg.measure.sgd_self_correlation:
+        phases["measure"] += 2 * u["sgd_step"]
+    if method != "population":
+        phases["validate"] = validate / run.eval_every if run.eval_every else validate / max(iters, 1)
+    startup = units["process_start"] + units["data_load"] * (2 if R > 1 else 1)  # rank 0 first, then the rest
+    if uses_table:
+        startup += math.ceil(cfg.noise.size / rpn) * units["table_fill_float"]
+    if method != "population" and run.eval_every:
+        startup += validate  # theta_0
+    writes = 0.0
+    if method == "population":
+        pc = cfg.population
+        needed = min(2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring)
+        blocks = math.ceil(needed / pc.step)
+        iters = blocks
+        phases["evaluate"] = math.ceil(pc.step / R) * u["offspring"]
+        phases["communicate"] = network.time("allgatherv", R, 8 * pc.step)
+        phases["aggregate"] = (pc.step // 2) * P * u["aggregate_float"]
+        startup += u["sgd_step"]
+        notes.append(f"{blocks} blocks of {pc.step:,} offspring: the theory's N = {needed:,.0f} for rho = "
+                     f"{pc.target_rho:g}")
+    else:
+        n_saves = (iters // run.checkpoint_every if run.checkpoint_every else 0) + 1
+        writes = n_saves * (3 * 4 * P + 4 * P) * units["write_byte"]
+    per_iteration = sum(phases.values())
+    wall = startup + iters * per_iteration + writes
+    if rhos:  # Table 1: (1 + len(rhos)) x runs serial runs spread over the ranks
+        tasks = runs * (1 + len(rhos))
+        per_run = iters * per_iteration + writes + validate
+        if rhos:
+            per_run += iters * P * u["proxy_float"] * len(rhos) / (1 + len(rhos))
+        wall = units["process_start"] + units["data_load"] + math.ceil(tasks / R) * per_run
+        notes.append(f"{tasks} runs of {iters:,} iterations, {math.ceil(tasks / R)} after another on each rank")
+    arrays = 6 * 4 * P  # theta, grad, work, Adam m and v, the gathered slice
+    memory = (4 * cfg.noise.size if uses_table else 0) + rpn * (units["rss_rank"] + arrays)
+    return Prediction(cfg.to_dict(), R, rpn, iters, phases, startup, writes, wall, memory, notes)
+
+
+JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs", "slurm")
+
+
+def job_script(preset):
+    """(path, {"ntasks": ranks, "runs": array tasks}) of the Slurm script of ``preset`` in this
+    checkout (path None and {} where there is none, e.g. an installed package)."""
+    path = os.path.join(JOBS, f"{preset}.sbatch")
+    header = {}
+    if not os.path.exists(path):
+        return None, header
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#SBATCH --ntasks="):
+                header["ntasks"] = int(line.split("=", 1)[1])
+            elif line.startswith("#SBATCH --array="):
+                lo, hi = line.split("=", 1)[1].split("%")[0].strip().split("-")
+                header["runs"] = int(hi) - int(lo) + 1
+    return path, header
+
+
+def full_scale(presets, units, network=None, table1_runs=20, rhos=(0.04, 0.2)):
+    """Per paper-scale preset, as its job script runs it (ranks and array size from the
+    script's header): [(preset, script, ranks, runs, Prediction of one run, core-hours of all)]."""
+    from hpc_es import config
+    rows = []
+    for name in presets:
+        cfg = config.load(name)
+        script, header = job_script(name)
+        ranks = header.get("ntasks", 1)
+        if name.startswith("table1"):
+            p = predict(cfg, ranks, units, network, runs=table1_runs, rhos=rhos)
+            rows.append((name, script, ranks, table1_runs * (1 + len(rhos)), p, p.core_hours))
+        else:
+            runs = header.get("runs", 1)
+            p = predict(cfg, ranks, units, network)
+            rows.append((name, script, ranks, runs, p, runs * p.core_hours))
+    return rows
+
+
+def describe(prediction, network):
+    """Lines for ``hpc-es plan``."""
+    p = prediction
+    lines = [f"{p.ranks:,} ranks ({p.ranks_per_node} per node), {p.iterations:,} iterations",
+             "per iteration: " + ", ".join(f"{k} {_s(v)}" for k, v in p.phases.items() if v) +
+             f" = {_s(p.per_iteration)}",
+             f"start-up {_s(p.startup)}, checkpoint and results writes {_s(p.writes)}",
+             f"wall time {hms(p.wall)}, {p.core_hours:,.1f} core-hours, memory per node "
+             f"{p.memory_per_node / 2**30:.2f} GiB",
+             f"collectives: {network.source}"]
+    return lines + [f"note: {n}" for n in p.notes]
+
+
+def _s(seconds):
+    return f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def hms(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
