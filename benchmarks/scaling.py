@@ -129,7 +129,8 @@ def _plot(table, path):
     for name, rows in table.items():
         ranks = sorted(rows)
         line, = axes[0].plot(ranks, [rows[r]["cluster"]["efficiency"] for r in ranks], marker="o", label=name)
-        axes[1].plot(ranks, [100 * rows[r]["cluster"]["communication_share"] for r in ranks], marker="o",
+        many = [r for r in ranks if r > 1]  # one rank communicates nothing (no point on a log axis)
+        axes[1].plot(many, [100 * rows[r]["cluster"]["communication_share"] for r in many], marker="o",
                      color=line.get_color())
         paper = PAPER_WORKERS.get(name)
         if paper:
@@ -144,6 +145,14 @@ def _plot(table, path):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=200)
     print(f"wrote {path}")
+
+
+def replot(path=os.path.join(HERE, "out", "scaling.json"), figure=os.path.join(HERE, "..", "docs", "figures",
+                                                                                "scaling.png")):
+    """Redraw the figure from a scaling.json (no measuring)."""
+    with open(path) as f:
+        table = {name: {int(r): rec for r, rec in rows.items()} for name, rows in json.load(f)["table"].items()}
+    _plot(table, figure)
 
 
 if __name__ == "__main__":

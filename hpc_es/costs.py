@@ -263,7 +263,7 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         phases["evaluate"] = u["sgd_step"]
         phases["update"] = P * u["adam_float"] + (P * u["proxy_float"] if method == "proxy" else 0.0)
         phases["communicate"] = network.time("allreduce", R)
-        if R > 1:
+        if R > 1 and not rhos:
             notes.append("SGD and the proxy compute the same gradient on every rank: more ranks only split "
                          "validation")
     if cfg.measure.correlation:
@@ -296,9 +296,9 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
     wall = startup + iters * per_iteration + writes
     if rhos:  # Table 1: (1 + len(rhos)) x runs serial runs spread over the ranks
         tasks = runs * (1 + len(rhos))
-        per_run = iters * per_iteration + writes + validate
-        if rhos:
-            per_run += iters * P * u["proxy_float"] * len(rhos) / (1 + len(rhos))
+        # each run is serial (one rank): validation over all 10,000 images, the proxies' noise on average
+        per_run = iters * per_iteration + writes + TEST_IMAGES * u["validate_image"]
+        per_run += iters * P * u["proxy_float"] * len(rhos) / (1 + len(rhos))
         wall = units["process_start"] + units["data_load"] + math.ceil(tasks / R) * per_run
         notes.append(f"{tasks} runs of {iters:,} iterations, {math.ceil(tasks / R)} after another on each rank")
     arrays = 6 * 4 * P  # theta, grad, work, Adam m and v, the gathered slice
