@@ -290,7 +290,8 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         notes.append(f"{blocks} blocks of {pc.step:,} offspring: the theory's N = {needed:,.0f} for rho = "
                      f"{pc.target_rho:g}")
     else:
-        n_saves = (iters // run.checkpoint_every if run.checkpoint_every else 0) + 1
+        every = run.checkpoint_every
+        n_saves = (iters // every + (iters % every > 0)) if every else 1  # the last iteration's save counted once
         writes = n_saves * (3 * 4 * P + 4 * P) * units["write_byte"]
     per_iteration = sum(phases.values())
     wall = startup + iters * per_iteration + writes

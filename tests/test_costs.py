@@ -39,6 +39,10 @@ def test_es_iteration_splits_evaluation_and_sharded_aggregation_over_the_ranks()
                                3, units, net)
     assert replicated.phases["aggregate"] == pytest.approx(5 * P * 1e-9)
     assert p.wall == pytest.approx(p.startup + 4 * p.per_iteration + p.writes)
+    # writes: checkpoint (theta, m, v) + results (theta) at iterations 2 and 4, the last one once
+    saved = costs.predict(config.load("es_small_local", ["run.iterations=4", "run.checkpoint_every=2"]), 3,
+                          defaultdict(float, small=units["small"], write_byte=1e-9), net)
+    assert saved.writes == pytest.approx(2 * 4 * 4 * P * 1e-9)
 
 
 def test_sgd_does_not_speed_up_and_population_stops_at_the_theorys_n():
