@@ -202,19 +202,26 @@ def _train(args):
 
 
 def _table1(args):
-    from hpc_es import comm, config, experiments, report
+    from hpc_es import comm, experiments, report
     cfg = _load_config(args)
-    try:
-        rhos = [float(r) for r in args.rhos.split(",")]
-    except ValueError:
-        raise config.ConfigError(f"--rhos {args.rhos!r}: expected comma-separated numbers in (0, 1]") from None
-    if not all(0 < r <= 1 for r in rhos):
-        raise config.ConfigError(f"--rhos {args.rhos!r}: expected comma-separated numbers in (0, 1]")
+    rhos = _rhos(args.rhos)
     world = comm.world()
     comm.install_excepthook(world)
     summary = experiments.table1(world, cfg, rhos, args.runs, args.out)
     if world.Get_rank() == 0:
         print(report.table1_markdown(summary))
+
+
+def _rhos(text):
+    """--rhos: comma-separated correlations in (0, 1]."""
+    from hpc_es import config
+    try:
+        rhos = [float(r) for r in text.split(",")]
+    except ValueError:
+        rhos = []
+    if not rhos or not all(0 < r <= 1 for r in rhos):
+        raise config.ConfigError(f"--rhos {text!r}: expected comma-separated numbers in (0, 1]")
+    return rhos
 
 
 def _plot(args):
@@ -306,7 +313,7 @@ def _plan(args):
     name = os.path.splitext(os.path.basename(args.config))[0]
     script, header = costs.job_script(name)
     table1 = name.startswith("table1")
-    rhos = [float(r) for r in args.rhos.split(",")] if table1 else []
+    rhos = _rhos(args.rhos) if table1 else []
     runs = args.runs or (header.get("runs") if not table1 else None) or (20 if table1 else 1)
     if args.units:
         try:

@@ -47,10 +47,22 @@ def table1(comm, base_cfg, rhos, runs, out, dataset=None):
     summary = summarize(gathered, methods, runs)
     summary["iterations"] = base_cfg.run.iterations
     summary["net"] = base_cfg.net.arch
-    comm_mod.from_root(comm, lambda: io.save_summary(
+    _write_on_root(comm, os.path.join(out, TABLE1), lambda: io.save_summary(
         os.path.join(out, TABLE1), "table1", summary,
-        {f"accuracy/{m}": row["runs"] for m, row in summary["methods"].items()}), (OSError, io.RunDirError))
+        {f"accuracy/{m}": row["runs"] for m, row in summary["methods"].items()}))
     return summary
+
+
+def _write_on_root(comm, path, write):
+    """Collective: rank 0 calls ``write()``; a failed write (e.g. a full disk) stops every rank
+    with the same RunDirError naming ``path``."""
+    def attempt():
+        try:
+            write()
+        except OSError as err:
+            raise io.RunDirError(f"{path}: writing failed ({err})") from None
+
+    comm_mod.from_root(comm, attempt, io.RunDirError)
 
 
 def _table1_runs(mine, base_cfg, out, dataset):
@@ -111,9 +123,9 @@ def population(cfg, comm=None, out=None, resume=False, force=False, dataset=None
     with train.session(cfg, comm, out, False, force, dataset, quiet, True, command) as s:
         history = _population_curve(s)
         if out:
-            comm_mod.from_root(s.comm, lambda: io.save_results(
+            _write_on_root(s.comm, os.path.join(out, io.RESULTS), lambda: io.save_results(
                 out, cfg.to_dict(), {**s.meta, "completed_iterations": len(history["population_n"])}, history,
-                s.theta), (OSError, io.RunDirError))
+                s.theta))
         return s.theta, history
 
 

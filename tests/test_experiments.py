@@ -36,6 +36,13 @@ def test_table1_runs_every_task_once_across_ranks(mnist_dir, tmp_path):
     text = report.report([os.path.join(out, "sgd-seed0", "results.h5")])
     comm.parallel_assert(world, "| sgd-seed0 | small | sgd |" in text, text)
     world.Barrier()
+    # run again: every run is kept as it is (resumed: nothing to do), the same summary comes back
+    stamps = {r: os.path.getmtime(os.path.join(out, r, "results.h5")) for r in runs if r != "table1.h5"}
+    again = experiments.table1(world, cfg, [0.2], 2, out, dataset=data.load_mnist(mnist_dir))
+    comm.parallel_assert(world, again["methods"] == summary["methods"], "a second table1 run changed the summary")
+    comm.parallel_assert(world, all(os.path.getmtime(os.path.join(out, r, "results.h5")) == t
+                                    for r, t in stamps.items()), "a finished run was redone")
+    world.Barrier()
 
 
 def test_paired_curves_measure_likeness(tmp_path):
