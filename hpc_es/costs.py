@@ -214,16 +214,12 @@ def _process_start():
     return {"process_start": total - load, "data_load": load, "rss_rank": rss, "imports": imports}
 
 
-def _network_default():
-    return Network()
-
-
 def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=None, runs=1, rhos=()):
     """The :class:`Prediction` of ``cfg`` on ``ranks`` ranks (``ranks_per_node`` per node,
     default all on one node up to 128), ``iterations`` (default the config's). ``runs`` and
     ``rhos``: a Table 1 run (``runs`` seeds of SGD and a proxy per rho, spread over the ranks)."""
     from hpc_es import analysis, nets
-    network = network or _network_default()
+    network = network or Network()
     rpn = min(ranks, ranks_per_node or 128)
     net = nets.build(cfg.net.arch)
     P, u = net.n_params, units[cfg.net.arch]
@@ -235,7 +231,7 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
     uses_table = method in ("es", "population")
     n_val = math.ceil(TEST_IMAGES / R)
     validate = n_val * u["validate_image"] + network.time("allreduce", R)
-    if method in ("es",):
+    if method == "es":
         N = e.n_offspring
         K = N // 2 if e.antithetic else N
         share = math.ceil(N / R)
@@ -305,6 +301,12 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
     arrays = 6 * 4 * P  # theta, grad, work, Adam m and v, the gathered slice
     memory = (4 * cfg.noise.size if uses_table else 0) + rpn * (units["rss_rank"] + arrays)
     return Prediction(cfg.to_dict(), R, rpn, iters, phases, startup, writes, wall, memory, notes)
+
+
+def paper_scale():
+    """The paper-scale presets (``*_paper``), whose costs the report and the benchmarks project."""
+    from hpc_es import config
+    return [name for name in config.presets() if name.endswith("_paper")]
 
 
 JOBS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jobs", "slurm")

@@ -105,16 +105,11 @@ def _paper_ref(cfg):
 NOTES_BEGIN, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
 MIN_ITERATIONS_FOR_ACCURACY = 20
 
-# The paper-scale experiments whose cost the report projects (hpc_es.costs, from the presets
-# and their job scripts).
-FULL_SCALE = ["es_tf_paper", "corr_tf_paper", "sgd_tf_paper", "proxy_tf_paper", "table1_tf_paper",
-              "population_tf_paper", "limited_tf_paper", "es_nominibatch_tf_paper", "es_small99_paper"]
-
-
 def units_for_report(dataset):
-    """The per-unit costs of every :data:`FULL_SCALE` preset, measured here on one core."""
+    """The per-unit costs of every paper-scale preset (:func:`hpc_es.costs.paper_scale`),
+    measured here on one core."""
     from hpc_es import costs
-    return costs.measure_units([config.load(name) for name in FULL_SCALE], dataset)
+    return costs.measure_units([config.load(name) for name in costs.paper_scale()], dataset)
 
 
 def _groups(runs, figure, select=None):
@@ -272,7 +267,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None):
     network = network or costs.Network()
     cost = ["| experiment | job script | ranks | runs | wall time per run | memory per node | projected "
             "core-hours (all runs) |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for preset, script, ranks, n_runs, p, hours in costs.full_scale(FULL_SCALE, units, network):
+    for preset, script, ranks, n_runs, p, hours in costs.full_scale(costs.paper_scale(), units, network):
         where = f"`jobs/slurm/{os.path.basename(script)}`" if script else "-"
         cost.append(f"| `{preset}` | {where} | {ranks} | {n_runs} | {costs.hms(p.wall)} | "
                     f"{p.memory_per_node / 2**30:.1f} GiB | {hours:,.1f} |" if hours < 10 else

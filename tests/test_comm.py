@@ -35,20 +35,26 @@ def test_parallel_assert_raises_on_every_rank(world):
         comm.parallel_assert(world, world.Get_rank() != failing, "last rank fails")
 
 
-@pytest.mark.mpi(min_size=2)
-def test_a_data_directory_missing_on_one_rank_stops_every_rank_with_one_message(world, mnist_dir, tmp_path):
-    """Rank 0 loads MNIST, the last rank cannot see the directory (a path visible on the login
-    node only): every rank raises the same DataError naming that rank, none waits for ever."""
+def load_data_messages(world, data_dir):
+    """Collective: every rank loads MNIST from its own ``data_dir`` through train._load_data;
+    the DataError message each rank ended with (None if it loaded)."""
     from hpc_es import config, train
-    missing = world.bcast(str(tmp_path / "not-on-this-node"), root=0)
-    last = world.Get_size() - 1
-    cfg = config.load("sgd_small_local", [f'data.dir="{missing if world.Get_rank() == last else mnist_dir}"'])
+    cfg = config.load("sgd_small_local", [f'data.dir="{data_dir}"'])
     try:
         train._load_data(world, cfg)
         message = None
     except data.DataError as err:
         message = str(err)
-    messages = world.allgather(message)
+    return world.allgather(message)
+
+
+@pytest.mark.mpi(min_size=2)
+def test_a_data_directory_missing_on_one_rank_stops_every_rank_with_one_message(world, mnist_dir, tmp_path):
+    """Rank 0 loads MNIST, the last rank cannot see the directory (a path visible on the login
+    node only): every rank raises the same DataError naming that rank, none waits for ever."""
+    missing = world.bcast(str(tmp_path / "not-on-this-node"), root=0)
+    last = world.Get_size() - 1
+    messages = load_data_messages(world, missing if world.Get_rank() == last else mnist_dir)
     comm.parallel_assert(world, len(set(messages)) == 1 and messages[0] is not None
                          and messages[0].startswith(f"rank {last} on ") and "not-on-this-node" in messages[0],
                          f"ranks ended with {messages}")

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 from hpc_es import comm, config, data, io, noise, train
+from tests.test_comm import load_data_messages
+from tests.test_noise import seen_after_write
 
 pytestmark = pytest.mark.nodes
 
@@ -64,14 +66,7 @@ def test_one_table_copy_per_virtual_node_filled_by_its_own_ranks(world):
     comm.parallel_assert(world, digest == serial, "a node's table differs from the serial build")
     # separate memory: node 0's write is not seen by node 1
     world.Barrier()
-    first = float(shared.array[0])
-    if world.Get_rank() == 0:
-        shared.array[0] = 12345.0
-    world.Barrier()
-    seen = float(shared.array[0])
-    world.Barrier()
-    if world.Get_rank() == 0:
-        shared.array[0] = first
+    seen, first = seen_after_write(world, shared, world.Get_rank() == 0)
     expected = 12345.0 if world.Get_rank() < 2 else first
     comm.parallel_assert(world, seen == expected, f"rank {world.Get_rank()} saw {seen}, expected {expected}")
     shared.free()
@@ -113,14 +108,7 @@ def test_a_checkpoint_of_two_nodes_resumes_on_one_node_and_on_three_ranks(world,
 
 def test_a_data_directory_one_virtual_node_cannot_see_stops_every_rank(world, mnist_dir, tmp_path):
     missing = world.bcast(str(tmp_path / "not-on-node-1"), root=0)
-    node1 = world.Get_rank() >= 2
-    cfg = config.load("sgd_small_local", [f'data.dir="{missing if node1 else mnist_dir}"'])
-    try:
-        train._load_data(world, cfg)
-        message = None
-    except data.DataError as err:
-        message = str(err)
-    messages = world.allgather(message)
+    messages = load_data_messages(world, missing if world.Get_rank() >= 2 else mnist_dir)
     comm.parallel_assert(world, len(set(messages)) == 1 and messages[0] is not None
                          and messages[0].startswith("rank 2 on ") and "; rank 3 on " in messages[0],
                          f"ranks ended with {messages}")

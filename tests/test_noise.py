@@ -51,6 +51,21 @@ def test_shared_table_equals_serial_build_on_every_rank():
     shared.free()
 
 
+def seen_after_write(sync_comm, shared, writer):
+    """Collective over ``sync_comm``: the ``writer`` rank(s) set ``shared.array[0]`` to 12345,
+    every rank reads it, then the old value is put back. Returns (value read, old value)."""
+    first = float(shared.array[0])
+    sync_comm.Barrier()
+    if writer:
+        shared.array[0] = 12345.0
+    sync_comm.Barrier()
+    seen = float(shared.array[0])
+    sync_comm.Barrier()
+    if writer:
+        shared.array[0] = first
+    return seen, first
+
+
 @pytest.mark.mpi(min_size=2)
 def test_one_copy_per_node():
     """A write by node rank 0 is seen by the others (one memory), and each rank's proportional
@@ -67,15 +82,7 @@ def test_one_copy_per_node():
     expect = table_mib / node.Get_size()
     comm.parallel_assert(world, abs(grew_mib - expect) < 0.25 * expect,
                          f"PSS grew {grew_mib:.0f} MiB, expected about {expect:.0f} (table {table_mib:.0f} MiB)")
-    first = float(shared.array[0])
-    node.Barrier()
-    if node.Get_rank() == 0:
-        shared.array[0] = 12345.0
-    node.Barrier()
-    seen = float(shared.array[0])
-    node.Barrier()
-    if node.Get_rank() == 0:
-        shared.array[0] = first
+    seen, _ = seen_after_write(node, shared, node.Get_rank() == 0)
     comm.parallel_assert(world, seen == 12345.0, "ranks of one node do not share the table memory")
     shared.free()
     node.Free()
