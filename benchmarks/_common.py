@@ -22,6 +22,16 @@ def time_call(fn, repeats, warmup=1):
     return float(np.median(seconds)), seconds
 
 
+def gemm_rate(m, k, n, repeats):
+    """GFLOP/s of a float32 (m, k) @ (k, n) product into a preallocated output."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+    c = np.empty((m, n), np.float32)
+    reps = max(3, int(repeats * min(1.0, 2e9 / (2 * m * k * n))))
+    seconds, _ = time_call(lambda: np.matmul(a, b, out=c), reps)
+    return 2 * m * k * n / seconds / 1e9
+
+
 def machine_record(threads, ranks=1):
     import numba
     import h5py

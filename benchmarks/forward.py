@@ -32,19 +32,9 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_record, time_call, write_json  # noqa: E402
+from _common import gemm_rate, machine_record, time_call, write_json  # noqa: E402
 
 from hpc_es import nets  # noqa: E402
-
-
-def gemm_rate(m, k, n, repeats):
-    """GFLOP/s of a float32 (m, k) @ (k, n) product into a preallocated output."""
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
-    c = np.empty((m, n), np.float32)
-    reps = max(3, int(repeats * min(1.0, 2e9 / (2 * m * k * n))))
-    seconds, _ = time_call(lambda: np.matmul(a, b, out=c), reps)
-    return 2 * m * k * n / seconds / 1e9
 
 
 def bench_net(net, batch, repeats, noise):

@@ -233,6 +233,10 @@ def test_usr1_then_requeue_checkpoints_and_resumes_to_the_uninterrupted_theta(sl
     stopped = io.load_checkpoint(out)["iteration"]
     assert 3 <= stopped < iterations, _log(tmp_path, "hpcespre")
     assert "checkpoint written in" in _log(tmp_path, "hpcespre")
+    # slurmd revokes the first leg's job credential stamped in whole seconds and refuses one
+    # issued within that second ("Job credential revoked"): a leg started at once after the
+    # requeue failed so in CI. The 120 s hold below hides this on a cluster; here, wait it out.
+    time.sleep(2)
     subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
     # Slurm holds a requeued job back 120 s (BeginTime; it then started up to ~170 s after the
     # requeue here). A cluster waits; the test lets it start now, as an administrator can.
