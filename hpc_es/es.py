@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpc_es import kernels, limited, noise
+from hpc_es import kernels, limited, nets, noise
 
 DATA_STREAM, NOISE_STREAM = 1, 2  # noise.TABLE_STREAM is 3
 PROXY_STREAM, SELF_STREAM = 4, 5  # g_noise of the ES proxy; the two mini-batches of SGD self-correlation
@@ -139,20 +139,26 @@ def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta=N
     Limited perturbation: with a :class:`hpc_es.limited.DeltaEvaluator` as ``delta``, offspring
     are evaluated incrementally from theta's cached activations (once per shared mini-batch,
     or once per antithetic pair's subset in no-mini-batch mode); without, ``work`` holds theta
-    and only the bucket is perturbed and restored per offspring.
+    and only the bucket is perturbed and restored per offspring. With one mini-batch for all
+    offspring, the first layer's theta part is computed once (:class:`hpc_es.nets.SharedInput`).
     """
     check_population(pop, theta.size, table.size)
+    if hi <= lo:
+        return
     if pop.limited:
         return _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta)
-    shared_batch = pop.batch.ndim == 1
-    if shared_batch:
-        xb, yb = x[pop.batch], y[pop.batch]
+    if pop.batch.ndim == 1:
+        shared = nets.SharedInput(net, theta, x[pop.batch], y[pop.batch])
+        a = shared.rest
+        for i in range(lo, hi):
+            offset, scale = pop.offsets[pop.member[i]], pop.sign[i] * sigma
+            kernels._perturb(theta[a:], table, offset + a, scale, work[a:])  # windows checked above
+            rewards[i - lo] = -shared.loss(work, table, offset, scale)
+        return
     for i in range(lo, hi):
         kernels._perturb(theta, table, pop.offsets[pop.member[i]], pop.sign[i] * sigma, work)  # checked above
-        if not shared_batch:
-            b = pop.batch_of(i)
-            xb, yb = x[b], y[b]
-        rewards[i - lo] = -net.loss(work, xb, yb)
+        b = pop.batch_of(i)
+        rewards[i - lo] = -net.loss(work, x[b], y[b])
 
 
 def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta):

@@ -92,6 +92,19 @@ def col2im_same(dcols, k, out):
                             out[b, ii, jj, c] += dcols[row, base + c]
 
 
+@njit(inline="always", **NJIT)
+def _max4(v0, v1, v2, v3):
+    """(largest, which) of a 2x2 window in row-major order; NaN wins, as in np.maximum."""
+    best, arg = v0, 0
+    if v1 > best or v1 != v1:
+        best, arg = v1, 1
+    if v2 > best or v2 != v2:
+        best, arg = v2, 2
+    if v3 > best or v3 != v3:
+        best, arg = v3, 3
+    return best, arg
+
+
 @njit(**NJIT)
 def pool_bias_relu(z, bias, out, argmax):
     """``out = relu(maxpool2x2(z) + bias)`` for z (B, H, W, C), H and W even.
@@ -107,23 +120,29 @@ def pool_bias_relu(z, bias, out, argmax):
         for i in range(H // 2):
             for j in range(W // 2):
                 for c in range(C):
-                    best = z[b, 2 * i, 2 * j, c]
-                    arg = 0
-                    v = z[b, 2 * i, 2 * j + 1, c]
-                    if v > best or v != v:  # NaN wins, as in np.maximum
-                        best = v
-                        arg = 1
-                    v = z[b, 2 * i + 1, 2 * j, c]
-                    if v > best or v != v:  # NaN wins, as in np.maximum
-                        best = v
-                        arg = 2
-                    v = z[b, 2 * i + 1, 2 * j + 1, c]
-                    if v > best or v != v:  # NaN wins, as in np.maximum
-                        best = v
-                        arg = 3
+                    best, arg = _max4(z[b, 2 * i, 2 * j, c], z[b, 2 * i, 2 * j + 1, c],
+                                      z[b, 2 * i + 1, 2 * j, c], z[b, 2 * i + 1, 2 * j + 1, c])
                     best += bias[c]
                     out[b, i, j, c] = 0.0 if best <= 0.0 else best  # keeps NaN
                     argmax[b, i, j, c] = arg
+
+
+@njit(**NJIT)
+def pool_bias_relu_sum(z0, dz, scale, bias, out):
+    """:func:`pool_bias_relu` of ``z0 + scale * dz`` (no argmax: forward only), formed as it is
+    read: a first layer's output for a perturbed weight from its unperturbed part ``z0`` and
+    its perturbation's part ``dz`` (see :class:`hpc_es.nets.SharedInput`)."""
+    B, H, W, C = z0.shape
+    for b in range(B):
+        for i in range(H // 2):
+            for j in range(W // 2):
+                for c in range(C):
+                    best, _ = _max4(z0[b, 2 * i, 2 * j, c] + scale * dz[b, 2 * i, 2 * j, c],
+                                    z0[b, 2 * i, 2 * j + 1, c] + scale * dz[b, 2 * i, 2 * j + 1, c],
+                                    z0[b, 2 * i + 1, 2 * j, c] + scale * dz[b, 2 * i + 1, 2 * j, c],
+                                    z0[b, 2 * i + 1, 2 * j + 1, c] + scale * dz[b, 2 * i + 1, 2 * j + 1, c])
+                    best += bias[c]
+                    out[b, i, j, c] = 0.0 if best <= 0.0 else best
 
 
 @njit(**NJIT)

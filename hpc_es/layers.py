@@ -15,6 +15,11 @@ import numpy as np
 
 from hpc_es import kernels
 
+# Images per chunk of a convolution: im2col rows of about this many bytes (float32). Measured on
+# tf_tutorial's conv2 GEMM (800 x 64 weight), one thread: 45 GFLOP/s on the whole 50-image
+# matrix (31 MB), 80 on 5 images (3.1 MB) - see docs/RESULTS.md, "CNN speed against PyTorch".
+CHUNK_NBYTES = 3 << 20
+
 
 class Buffers:
     """Named scratch arrays of one layer for one batch size and dtype (attribute access)."""
@@ -71,6 +76,7 @@ class ConvPoolReLU(_DeltaForward):
         self.in_shape = (height, width, c_in)
         self.out_shape = (height // 2, width // 2, c_out)
         self.param_shapes = (("w", (k, k, c_in, c_out)), ("b", (c_out,)))
+        self.chunk = max(1, CHUNK_NBYTES // (4 * height * width * k * k * c_in))
 
     def flops(self, batch):
         """Multiply-adds x 2 of the convolution GEMM for ``batch`` images."""
@@ -84,19 +90,35 @@ class ConvPoolReLU(_DeltaForward):
             out=np.empty((batch,) + self.out_shape, dtype),
             argmax=np.empty((batch,) + self.out_shape, np.int8),
         )
-        if backward:
-            buf.dz = np.empty((rows, self.c_out), dtype)
-            buf.dcols = np.empty((rows, cols), dtype)
+        if backward:  # chunk-sized: the backward pass works chunk by chunk
+            chunk_rows = min(batch, self.chunk) * self.height * self.width
+            buf.dz = np.empty((chunk_rows, self.c_out), dtype)
+            buf.dcols = np.empty((chunk_rows, cols), dtype)
             buf.dx = np.empty((batch,) + self.in_shape, dtype)
+            buf.gw, buf.gb = np.empty((cols, self.c_out), dtype), np.empty(self.c_out, dtype)
         return buf
 
     def forward(self, w, b, x, buf, scale=1.0):
-        """x (B, H, W, C_in) -> buf.out (B, H/2, W/2, C_out); ``scale`` multiplies x first."""
-        kernels.im2col_same(x, self.k, scale, buf.cols)
-        np.matmul(buf.cols, w.reshape(-1, self.c_out), out=buf.z)
-        z4 = buf.z.reshape((x.shape[0], self.height, self.width, self.c_out))
-        kernels.pool_bias_relu(z4, b, buf.out, buf.argmax)
+        """x (B, H, W, C_in) -> buf.out (B, H/2, W/2, C_out); ``scale`` multiplies x first.
+
+        In chunks of :attr:`chunk` images: each chunk's im2col rows are still in cache when
+        its GEMM reads them (the whole batch's would not be: 31 MB for conv2 of tf_tutorial).
+        """
+        w2 = w.reshape(-1, self.c_out)
+        for lo, hi, rows in self._chunks(x.shape[0]):
+            cols = buf.cols[rows]
+            kernels.im2col_same(x[lo:hi], self.k, scale, cols)
+            np.matmul(cols, w2, out=buf.z[rows])
+            z4 = buf.z[rows].reshape((hi - lo, self.height, self.width, self.c_out))
+            kernels.pool_bias_relu(z4, b, buf.out[lo:hi], buf.argmax[lo:hi])
         return buf.out
+
+    def _chunks(self, batch):
+        """(first image, end image, row slice of the im2col matrix) of each chunk of a batch."""
+        hw = self.height * self.width
+        for lo in range(0, batch, self.chunk):
+            hi = min(batch, lo + self.chunk)
+            yield lo, hi, slice(lo * hw, hi * hw)
 
     def forward_cached(self, w, b, x, cache, scale=1.0):
         """:meth:`forward` into the cache of :meth:`delta_buffers` (its im2col matrix and z are kept)."""
@@ -126,15 +148,28 @@ class ConvPoolReLU(_DeltaForward):
         return d.out
 
     def backward(self, w, gw, gb, dout, buf, need_dx):
-        """Writes gw, gb from dout (B, H/2, W/2, C_out); returns dL/dx (a buffer) or None."""
-        dz4 = buf.dz.reshape((dout.shape[0], self.height, self.width, self.c_out))
-        kernels.pool_bias_relu_backward(dout, buf.out, buf.argmax, dz4, gb)
-        np.matmul(buf.cols.T, buf.dz, out=gw.reshape(-1, self.c_out))
-        if not need_dx:
-            return None
-        np.matmul(buf.dz, w.reshape(-1, self.c_out).T, out=buf.dcols)
-        kernels.col2im_same(buf.dcols, self.k, buf.dx)
-        return buf.dx
+        """Writes gw, gb from dout (B, H/2, W/2, C_out); returns dL/dx (a buffer) or None.
+
+        In the forward pass's chunks, so dz and dL/dcols of a chunk stay in cache between the
+        pooling backward, the two GEMMs and col2im; gw and gb are summed over the chunks.
+        """
+        w2, gw2 = w.reshape(-1, self.c_out), gw.reshape(-1, self.c_out)
+        for lo, hi, rows in self._chunks(dout.shape[0]):
+            n = hi - lo
+            dz = buf.dz[:n * self.height * self.width]
+            dz4 = dz.reshape((n, self.height, self.width, self.c_out))
+            first = lo == 0
+            kernels.pool_bias_relu_backward(dout[lo:hi], buf.out[lo:hi], buf.argmax[lo:hi], dz4,
+                                            gb if first else buf.gb)
+            np.matmul(buf.cols[rows].T, dz, out=gw2 if first else buf.gw)
+            if not first:
+                gb += buf.gb
+                gw2 += buf.gw
+            if need_dx:
+                dcols = buf.dcols[:dz.shape[0]]
+                np.matmul(dz, w2.T, out=dcols)
+                kernels.col2im_same(dcols, self.k, buf.dx[lo:hi])
+        return buf.dx if need_dx else None
 
 
 class Dense(_DeltaForward):

@@ -132,14 +132,18 @@ class Net:
         """
         xs, scale, y = self.check_batch(theta, x, y)
         batch = xs.shape[0]
-        n_chunks = -(-batch // self.forward_chunk) if self.forward_chunk else 1
         total = 0.0
-        for i in range(n_chunks):
-            lo, hi = i * batch // n_chunks, (i + 1) * batch // n_chunks
+        for lo, hi in self.chunks(batch):
             logits = self._forward(theta, xs[lo:hi], scale, backward=False)
             empty = np.empty((0, N_CLASSES), logits.dtype)
             total += kernels.softmax_xent(logits, y[lo:hi], empty) * (hi - lo)
         return total / batch + self._l2_loss(theta, l2)
+
+    def chunks(self, batch):
+        """(first, end) images of the near-equal chunks a forward-only pass of ``batch`` images
+        runs in (one chunk when the net has no :attr:`forward_chunk`)."""
+        n_chunks = -(-batch // self.forward_chunk) if self.forward_chunk else 1
+        return [(i * batch // n_chunks, (i + 1) * batch // n_chunks) for i in range(n_chunks)]
 
     def loss_and_grad(self, theta, x, y, l2=0.0, out=None):
         """(loss, exact gradient (n_params,) like theta); ``out`` receives the gradient if given."""
@@ -197,12 +201,14 @@ class Net:
         return xs, scale, self._check_labels(y, xs.shape[0])
 
     # ---- internals ----------------------------------------------------------------------
-    def _forward(self, theta, x, scale, backward):
+    def _forward(self, theta, x, scale, backward, start=0):
+        """Logits from ``x``, the input of layer ``start`` (the images when 0)."""
         bufs = self._get_buffers(x.shape[0], theta.dtype, backward)
         h = x
         for i, (layer, (w, b)) in enumerate(zip(self.layers, self.views(theta))):
-            h = layer.forward(w, b, h.reshape((h.shape[0],) + layer.in_shape), bufs[i],
-                              scale if i == 0 else 1.0)
+            if i >= start:
+                h = layer.forward(w, b, h.reshape((h.shape[0],) + layer.in_shape), bufs[i],
+                                  scale if i == 0 else 1.0)
         return h
 
     def _get_buffers(self, batch, dtype, backward):
@@ -252,6 +258,57 @@ class Net:
         if not l2:
             return 0.0
         return 0.5 * l2 * sum(float(np.dot(theta[s], theta[s])) for s in self.weight_slices())
+
+
+class SharedInput:
+    """Losses of many perturbations ``theta + scale * eps`` of one theta on one batch: an ES
+    iteration's offspring on its mini-batch, with the first layer's theta part computed once.
+
+    The first layer reads the images, the same for every offspring, and is linear in its
+    parameters: conv(x; W + s E) + b + s e = conv(x; W) + s conv(x; E) + (b + s e). So the
+    images' im2col matrix and conv(x; W) are computed once per batch, conv(x; E) once per
+    perturbation (the two members of an antithetic pair share it), and the sum is formed as
+    the pooling reads it. In float32 this differs from evaluating conv(x; W + s E) by rounding
+    only (docs/RESULTS.md, "CNN speed against PyTorch"). Not thread-safe, like the net.
+    """
+
+    def __init__(self, net, theta, x, y):
+        xs, scale, self.y = net.check_batch(theta, x, y)
+        first = net.layers[0]
+        if not isinstance(first, ConvPoolReLU):
+            raise ValueError(f"{net.name}: SharedInput needs a convolution as the first layer")
+        self.net, self.first, self.batch = net, first, xs.shape[0]
+        w, b = net.views(theta)[0]
+        rows, n_in = first._gemm_shape(self.batch)
+        cols = np.empty((rows, n_in), theta.dtype)
+        kernels.im2col_same(xs, first.k, scale, cols)
+        self.cols, self.z0, self.b = cols, cols @ w.reshape(n_in, first.c_out), b.copy()
+        self.dz, self.bias = np.empty_like(self.z0), np.empty_like(b)
+        self.out = np.empty((self.batch,) + first.out_shape, theta.dtype)
+        self.pw, self.pb = net.layout[0], net.layout[1]
+        self.rest = net.layout[2].offset if len(net.layout) > 2 else net.n_params
+        self._offset = None
+        self._empty = np.empty((0, N_CLASSES), theta.dtype)
+
+    def loss(self, work, table, offset, scale):
+        """Mean cross-entropy at ``theta + scale * table[offset:offset + P]``, whose parameters
+        above the first layer (``work[rest:]``) the caller has already written into ``work``.
+        The table window is not checked here (callers check an iteration's windows once)."""
+        pw, pb, first = self.pw, self.pb, self.first
+        if offset != self._offset:
+            eps_w = table[offset + pw.offset:offset + pw.offset + pw.size]
+            np.matmul(self.cols, eps_w.reshape(-1, first.c_out), out=self.dz)
+            self._offset = offset
+        np.multiply(table[offset + pb.offset:offset + pb.offset + pb.size], scale, out=self.bias)
+        self.bias += self.b
+        shape = (self.batch, first.height, first.width, first.c_out)
+        z0, dz = self.z0.reshape(shape), self.dz.reshape(shape)
+        total = 0.0
+        for lo, hi in self.net.chunks(self.batch):
+            kernels.pool_bias_relu_sum(z0[lo:hi], dz[lo:hi], scale, self.bias, self.out[lo:hi])
+            logits = self.net._forward(work, self.out[lo:hi], 1.0, backward=False, start=1)
+            total += kernels.softmax_xent(logits, self.y[lo:hi], self._empty) * (hi - lo)
+        return total / self.batch
 
 
 # Forward-only passes of nets whose dense weights are small run in chunks whose largest im2col

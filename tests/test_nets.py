@@ -157,3 +157,45 @@ def test_chunked_forward_equals_whole_batch():
     whole.forward_chunk = None
     assert np.isclose(chunked, whole.loss(theta, x, y), rtol=1e-6)
     assert np.isclose(chunked, naive.loss(net, theta, x, y), rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_convolutions_in_chunks_keep_loss_and_gradient_exact(chunk):
+    """Convolutions run in chunks of images (layers.CHUNK_NBYTES); a batch of 7 in chunks of
+    1 or 3 (the last one short) must give the plain reference's loss and a gradient that
+    passes a directional central difference, and the same gradient as one whole chunk."""
+    rng = np.random.default_rng(12)
+    x, y = rng.random((7, 28, 28)), rng.integers(0, 10, 7)
+    net, whole = nets.small(), nets.small()
+    for layer in net.layers[:2]:
+        layer.chunk = chunk
+    for layer in whole.layers[:2]:
+        layer.chunk = 7
+    theta = net.init_theta(seed=13, dtype=np.float64) * 0.5
+    loss, grad = net.loss_and_grad(theta, x, y, l2=1e-3)
+    assert np.isclose(loss, naive.loss(net, theta, x, y, l2=1e-3), rtol=1e-12)
+    np.testing.assert_allclose(grad, whole.grad(theta, x, y, l2=1e-3), rtol=1e-10, atol=1e-13)
+    v = rng.standard_normal(net.n_params)
+    h = 1e-7  # a max-pool kink lies within 1e-6 of theta along v for this seed
+    fd = (naive.loss(net, theta + h * v, x, y, l2=1e-3) - naive.loss(net, theta - h * v, x, y, l2=1e-3)) / (2 * h)
+    assert np.isclose(fd, grad @ v, rtol=1e-7)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_shared_input_losses_equal_perturbed_theta_losses(net, dtype, rtol):
+    """SharedInput (first layer's theta part once per batch, its perturbation's part once per
+    offset) against the plain loss at theta + s eps, for both members of antithetic pairs,
+    a repeated offset and a different one: float64 to 1e-12, float32 to rounding."""
+    rng = np.random.default_rng(14)
+    x, y = rng.integers(0, 256, (23, 28, 28), dtype=np.uint8), rng.integers(0, 10, 23)  # small: 3 chunks
+    theta = net.init_theta(seed=15, dtype=dtype)
+    table = rng.standard_normal(net.n_params + 1000).astype(dtype)
+    shared = nets.SharedInput(net, theta, x, y)
+    work = np.empty_like(theta)
+    for offset, s in [(0, 0.002), (0, -0.002), (517, 0.002), (0, 0.5), (999, -0.5)]:
+        perturbed = theta + dtype(s) * table[offset:offset + net.n_params]
+        work[shared.rest:] = perturbed[shared.rest:]
+        got = shared.loss(work, table, offset, dtype(s))
+        assert np.isclose(got, net.loss(perturbed, x, y), rtol=rtol, atol=0), (offset, s)
+    assert np.isclose(shared.loss(work, table, 999, dtype(-0.5)), naive.loss(net, perturbed.astype(np.float64), x, y),
+                      rtol=max(rtol, 1e-10) if dtype == np.float64 else 1e-5)
