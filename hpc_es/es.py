@@ -149,11 +149,21 @@ def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta=N
         return _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta)
     if pop.batch.ndim == 1:
         shared = nets.SharedInput(net, theta, x[pop.batch], y[pop.batch])
-        a = shared.rest
-        for i in range(lo, hi):
-            offset, scale = pop.offsets[pop.member[i]], pop.sign[i] * sigma
-            kernels._perturb(theta[a:], table, offset + a, scale, work[a:])  # windows checked above
-            rewards[i - lo] = -shared.loss(work, table, offset, scale)
+        a, i = shared.rest, lo
+        partner = np.empty_like(work) if hi - lo > 1 else None
+        while i < hi:  # windows checked above
+            m = pop.member[i]
+            offset, scale = pop.offsets[m], pop.sign[i] * sigma
+            if i + 1 < hi and pop.member[i + 1] == m and pop.sign[i + 1] == -pop.sign[i]:
+                # an antithetic pair: both members' parameters in one pass over theta and eps
+                kernels._perturb_pair(theta[a:], table, offset + a, scale, work[a:], partner[a:])
+                rewards[i - lo] = -shared.loss(work, table, offset, scale)
+                rewards[i + 1 - lo] = -shared.loss(partner, table, offset, -scale)
+                i += 2
+            else:
+                kernels._perturb(theta[a:], table, offset + a, scale, work[a:])
+                rewards[i - lo] = -shared.loss(work, table, offset, scale)
+                i += 1
         return
     for i in range(lo, hi):
         kernels._perturb(theta, table, pop.offsets[pop.member[i]], pop.sign[i] * sigma, work)  # checked above

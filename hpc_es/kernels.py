@@ -19,6 +19,10 @@ from numba import njit
 # 'nnan'/'ninf', so NaN and inf still propagate and can be detected by the caller.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 NJIT = dict(cache=True, nogil=True, fastmath=FASTMATH)
+# The perturbation kernels do without: an antithetic pair's parameters come from the pair kernel
+# on one rank and from the single one on two ranks that split the pair, and with contraction
+# allowed the two compiled to different FMA choices (0.5% of elements differed in the last bit).
+NJIT_EXACT = dict(cache=True, nogil=True)
 
 
 @njit(**NJIT)
@@ -250,12 +254,24 @@ def count_correct(logits, labels):
 # Table slices are taken as views (``table[o:o + m]``), never indexed as ``table[o + j]``: numba
 # must allow a negative ``o + j`` there and compiles the loop to AVX gathers, 6x slower
 # (measured: 3.9 vs 22.6 GFLOP/s multiply-adds on an L1-resident axpy).
-@njit(**NJIT)
+@njit(**NJIT_EXACT)
 def _perturb(theta, table, offset, scale, out):
     """:func:`perturb` without the checks (callers that checked every offset of an iteration)."""
     eps = table[offset:offset + theta.size]
     for j in range(theta.size):
         out[j] = theta[j] + scale * eps[j]
+
+
+@njit(**NJIT_EXACT)
+def _perturb_pair(theta, table, offset, scale, plus, minus):
+    """:func:`_perturb` with ``scale`` into ``plus`` and ``-scale`` into ``minus`` (an antithetic
+    pair) in one pass over theta and the table; each equals :func:`_perturb`'s result bit for
+    bit (both compiled without fastmath: one rounded product, one rounded sum)."""
+    eps = table[offset:offset + theta.size]
+    neg = -scale
+    for j in range(theta.size):
+        plus[j] = theta[j] + scale * eps[j]
+        minus[j] = theta[j] + neg * eps[j]
 
 
 AGG_BLOCK = 1 << 20  # outputs per block of the dense aggregation (an 8 MiB float64 accumulator: L3)

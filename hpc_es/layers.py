@@ -15,10 +15,11 @@ import numpy as np
 
 from hpc_es import kernels
 
-# Images per chunk of a convolution: im2col rows of about this many bytes (float32). Measured on
-# tf_tutorial's conv2 GEMM (800 x 64 weight), one thread: 45 GFLOP/s on the whole 50-image
-# matrix (31 MB), 80 on 5 images (3.1 MB) - see docs/RESULTS.md, "CNN speed against PyTorch".
-CHUNK_NBYTES = 3 << 20
+# Images per chunk of a convolution: im2col rows of about this many bytes (float32), about one
+# core's L2. Swept on both nets, one thread, batch 50 (docs/RESULTS.md, "CNN speed against
+# PyTorch"): 0.7-1.5 MB chunks gave tf_tutorial's forward+backward 79-82 ms against 94 ms at
+# 3 MB and 113 ms unchunked, and the small net's 24.5 ms against 36 ms unchunked.
+CHUNK_NBYTES = 1 << 20
 
 
 class Buffers:

@@ -165,3 +165,17 @@ def test_es_checks_every_offset_of_an_iteration_once():
     assert buckets.count > 2
     with pytest.raises(ValueError, match=r"perturbation 1: bucket \[28928, 29428\) is outside theta of 28938"):
         es.evaluate(net, theta, table, bad, 0.002, x, y, 0, 4, np.empty(4), np.empty_like(theta))
+
+
+def test_perturb_pair_equals_two_single_perturbations_bit_for_bit():
+    """Ranks may split an antithetic pair, so the pair kernel must give exactly what the
+    single one gives for each member (same FMA contraction), for float32 and float64."""
+    for dtype in (np.float32, np.float64):
+        theta, table = _x(10_001, 1, dtype), _x(20_000, 2, dtype)
+        plus, minus, one = np.empty_like(theta), np.empty_like(theta), np.empty_like(theta)
+        scale = dtype(0.002)
+        kernels._perturb_pair(theta, table, 77, scale, plus, minus)
+        kernels._perturb(theta, table, 77, scale, one)
+        np.testing.assert_array_equal(plus, one)
+        kernels._perturb(theta, table, 77, -scale, one)
+        np.testing.assert_array_equal(minus, one)
