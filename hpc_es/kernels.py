@@ -56,21 +56,22 @@ def im2col_same(x, k, scale, out):
 
 @njit(**NJIT)
 def _im2col_one_channel(x, k, scale, out):
-    """:func:`im2col_same` for C = 1 (the input layer): no channel loop, 3x faster."""
+    """:func:`im2col_same` for C = 1 (the input layer): each image is first copied, scaled, into
+    a zero-padded frame, so every im2col element is a branch-free load (3x faster than testing
+    each tap for the border; docs/RESULTS.md, "CNN speed against PyTorch")."""
     B, H, W, _ = x.shape
     pad = k // 2
+    frame = np.zeros((H + 2 * pad, W + 2 * pad), out.dtype)
     for b in range(B):
+        for i in range(H):
+            for j in range(W):
+                frame[i + pad, j + pad] = x[b, i, j, 0] * scale
         for i in range(H):
             for j in range(W):
                 row = (b * H + i) * W + j
                 for di in range(k):
-                    ii = i + di - pad
                     for dj in range(k):
-                        jj = j + dj - pad
-                        v = 0.0
-                        if ii >= 0 and ii < H and jj >= 0 and jj < W:
-                            v = x[b, ii, jj, 0] * scale
-                        out[row, di * k + dj] = v
+                        out[row, di * k + dj] = frame[i + di, j + dj]
 
 
 @njit(**NJIT)
