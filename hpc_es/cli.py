@@ -59,6 +59,9 @@ def main(argv=None):
         log = logging.getLogger("hpc_es")
         (log.error if _rank() == 0 else log.debug)("%s", err)
         return comm.leave(1)
+    except BrokenPipeError:  # e.g. `hpc-es presets | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
 
 def _rank():

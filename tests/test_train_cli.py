@@ -138,3 +138,13 @@ def test_a_run_can_start_from_another_runs_theta(mnist_dir, tmp_path):
     cfg = config.load("sgd_small_local", ['net.theta_from="nowhere.h5"'])
     with pytest.raises(io.RunDirError, match="net.theta_from = nowhere.h5: no such file"):
         train.run(cfg, comm.SerialComm(), dataset=ds, quiet=True)
+
+
+def test_output_cut_short_by_its_reader_is_no_error():
+    """`hpc-es presets | head -1`: the reader closes the pipe early; no traceback, exit 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "hpc_es", "presets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=0)
+    proc.stdout.read(1)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
