@@ -11,7 +11,11 @@ docs/RESULTS.md ("CNN speed against PyTorch") was made:
     git worktree add ../before <commit>
     python benchmarks/cnn_phases.py --compare ../before [--rounds 3] [--json benchmarks/out/cnn_phases.json]
 
-Run time: about 40 s per round and checkout.
+With ``--sweep-chunks`` it times forward and forward+backward of both nets with the
+convolutions' image chunks set for im2col chunks of 0.35 ... 3 MB and whole batches, in
+interleaved rounds (how ``layers.CHUNK_NBYTES`` was chosen).
+
+Run time: about 70 s per round and checkout; the sweep about 2 minutes.
 """
 import argparse
 import json
@@ -82,14 +86,58 @@ def measure(repeats):
     return out
 
 
+def sweep_chunks(rounds):
+    """{net: {(pass, MB): median ms}} with every conv layer's chunk set for ``MB`` of im2col rows."""
+    import numpy as np
+    from hpc_es import nets
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8), rng.integers(0, 10, 50)
+    sizes = [0.35, 0.7, 1.0, 1.5, 3.0, None]  # None: the whole batch at once
+    out = {}
+    for name in ("tf_tutorial", "small"):
+        net = nets.build(name)
+        theta = net.init_theta(0)
+        grad = np.empty_like(theta)
+        convs = [layer for layer in net.layers if isinstance(layer, nets.ConvPoolReLU)]
+        times = {}
+        for _ in range(rounds):
+            for mb in sizes:
+                for layer in convs:
+                    row_bytes = 4 * layer.height * layer.width * layer.k ** 2 * layer.c_in
+                    layer.chunk = 50 if mb is None else max(1, int(mb * 2 ** 20) // row_bytes)
+                net._buffers.clear()
+                for what, fn in (("forward", lambda: net.loss(theta, x, y)),
+                                 ("forward+backward", lambda: net.loss_and_grad(theta, x, y, out=grad))):
+                    fn()
+                    seconds = []
+                    for _ in range(5):
+                        start = time.perf_counter()
+                        fn()
+                        seconds.append(time.perf_counter() - start)
+                    times.setdefault((what, "whole" if mb is None else f"{mb} MB"), []).append(np.median(seconds))
+        out[name] = {f"{what} @ {size}": 1e3 * float(np.median(v)) for (what, size), v in times.items()}
+        print(f"\n{name} (ms, median of {rounds} interleaved rounds, one thread, batch 50)")
+        for key, ms in out[name].items():
+            print(f"  {key:32s} {ms:8.2f}")
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare", help="another checkout to measure alternately with this one")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default=os.path.join(HERE, "out", "cnn_phases.json"))
+    parser.add_argument("--sweep-chunks", action="store_true", help="time conv chunk sizes instead")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sweep_chunks:
+        os.environ["HPC_ES_THREADS"] = "1"
+        sys.path.insert(0, HERE)
+        from _common import machine_record, write_json
+        result = sweep_chunks(args.rounds)
+        write_json(args.json.replace(".json", "_chunks.json"), {"machine": machine_record(1), "ms": result})
+        return
     if args.worker:
         print(json.dumps(measure(args.repeats)))
         return
