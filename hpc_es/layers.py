@@ -16,9 +16,9 @@ import numpy as np
 from hpc_es import kernels
 
 # Images per chunk of a convolution: im2col rows of about this many bytes (float32), about one
-# core's L2. Swept on both nets, one thread, batch 50 (docs/RESULTS.md, "CNN speed against
-# PyTorch"): 0.7-1.5 MB chunks gave tf_tutorial's forward+backward 79-82 ms against 94 ms at
-# 3 MB and 113 ms unchunked, and the small net's 24.5 ms against 36 ms unchunked.
+# core's L2. Swept on both nets, one thread, batch 50 (`benchmarks/cnn_phases.py --sweep-chunks`,
+# docs/RESULTS.md "CNN speed against PyTorch"): at 1 MB tf_tutorial's forward+backward took
+# 99 ms against 117 at 3 MB and 127 unchunked, the small net's 26 ms against 36 unchunked.
 CHUNK_NBYTES = 1 << 20
 
 
