@@ -37,7 +37,7 @@ def measure(repeats):
     out = {}
     for name in ("tf_tutorial", "small"):
         net = nets.build(name)
-        theta, grad, work = net.init_theta(0), None, None
+        theta = net.init_theta(0)
         grad, work = np.empty_like(theta), np.empty_like(theta)
         net.loss_and_grad(theta, x, y, out=grad)
         xs, scale, ys = net.check_batch(theta, x, y)
