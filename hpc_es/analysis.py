@@ -9,6 +9,13 @@
   E[g_hat . g] = |g|^2 and E|g_hat|^2 = |g|^2 (1 + (P + 1) / n), so
   cos^2(g_hat, g) ~ n / (n + P + 1). With N = 10,000 (n = 5,000) and P = 3,274,634 this is
   3.9%, the paper's measured correlation; 20% needs n ~ 137,000 pairs (N ~ 274,000).
+* :func:`expected_layer_rho` is the same theory restricted to a part S of theta (ours): the
+  estimate's S-part has E[g_hat_S . g_S] = |g_S|^2 and per-element variance (|g|^2 + g_j^2) / n,
+  so rho_S^2 ~ n |g_S|^2 / (n |g_S|^2 + |S| |g|^2 + |g_S|^2): a layer is estimated well when its
+  share of |g|^2 is large against its share of the parameters. S = all of theta gives the above.
+* :func:`smoothed_gradient` estimates the gradient of the Gaussian-smoothed loss
+  E[f(theta + sigma eps)] (what ES follows at any sigma) as the mean exact gradient at
+  antithetic points theta +- sigma eps, and reports how well its own n pairs pin it down.
 * :func:`proxy_gradient` is the ES proxy of Sec. 4: g_proxy = g_true + m g_noise with
   m = sqrt(var(g_true) (1 - rho^2) / (var(g_noise) rho^2)), so that
   correlation(g_proxy, g_true) = rho up to the sampling correlation of g_noise with g_true
@@ -57,6 +64,46 @@ def pairs_for_rho(rho, n_params):
     if rho >= 1.0:
         return float("inf")
     return rho ** 2 * (n_params + 1.0) / (1.0 - rho ** 2)
+
+
+def expected_layer_rho(g_true, slices, n_pairs):
+    """{name: the theory's rho between the S-part of ES's estimate from ``n_pairs`` antithetic
+    pairs and that of ``g_true``} for each slice S of ``slices`` (module doc; our derivation)."""
+    g = np.asarray(g_true, np.float64)
+    total = float(np.dot(g, g))
+    out = {}
+    for name, s in slices.items():
+        part = g[s]
+        energy, size = float(np.dot(part, part)), part.size
+        out[name] = math.sqrt(n_pairs * energy / (n_pairs * energy + size * total + energy)) if energy > 0 else 0.0
+    return out
+
+
+def smoothed_gradient(grad, theta, sigma, n_pairs, rng):
+    """Estimate of the gradient of E[f(theta + sigma eps)] (eps ~ N(0, I)) as the mean over
+    ``n_pairs`` antithetic pairs of (grad(theta + sigma eps) + grad(theta - sigma eps)) / 2;
+    ``grad(point)`` returns f's exact gradient there, ``rng`` draws eps (a numpy Generator).
+
+    Returns (estimate (float64), half_correlation, rho_with_truth): the Pearson correlation of
+    the means of the first and second half of the pairs, and from it (Spearman-Brown) the
+    expected correlation of the whole estimate with the true smoothed gradient,
+    sqrt(2 r / (1 + r)), so a user sees how far the reference itself is off."""
+    if n_pairs < 2:
+        raise ValueError(f"n_pairs = {n_pairs}: expected at least 2 (two halves)")
+    theta = np.asarray(theta)
+    halves = [np.zeros(theta.size, np.float64), np.zeros(theta.size, np.float64)]
+    point = np.empty_like(theta)
+    for k in range(n_pairs):
+        eps = rng.standard_normal(theta.size, dtype=np.float32).astype(theta.dtype, copy=False)
+        acc = halves[0 if k < n_pairs // 2 else 1]
+        for sign in (1.0, -1.0):
+            np.multiply(eps, sign * sigma, out=point)
+            point += theta
+            acc += grad(point)
+    first, second = halves[0] / (2 * (n_pairs // 2)), halves[1] / (2 * (n_pairs - n_pairs // 2))
+    r = pearson(first, second)
+    rho_truth = math.sqrt(max(2 * r / (1 + r), 0.0)) if r > -1 else 0.0
+    return (halves[0] + halves[1]) / (2 * n_pairs), r, min(rho_truth, 1.0)
 
 
 def proxy_gradient(g_true, rho, g_noise, out):

@@ -94,6 +94,9 @@ class NoiseConfig:
 class ProxyConfig:
     rho: float = _opt(0.04, "target correlation of the ES proxy g_true + m g_noise (paper: 0.04 and 0.20)",
                       lo=1e-6, hi=1.0)
+    rho_from: str = _opt("", "ours: take rho per iteration from this ES run's results.h5 (run with "
+                         "measure.correlation = true): iteration t gets the rho ES measured at t; proxy.rho "
+                         "is then unused")
 
 
 @dataclass(frozen=True)
@@ -202,6 +205,9 @@ def _check_combination(cfg, origin):
     if cfg.measure.correlation and (method not in ("es", "proxy") or cfg.es.mode != "minibatch"):
         raise ConfigError(f"{origin}: measure.correlation = true needs run.method = 'es' or 'proxy' with "
                           f"es.mode = 'minibatch' (got {method!r}, {cfg.es.mode!r}): g_true is defined per mini-batch")
+    if cfg.proxy.rho_from and method != "proxy":
+        raise ConfigError(f"{origin}: proxy.rho_from = {cfg.proxy.rho_from!r} needs run.method = 'proxy' "
+                          f"(got {method!r})")
     if method == "population":
         if cfg.population.step % 2:
             raise ConfigError(f"{origin}: population.step = {cfg.population.step}: must be even (antithetic pairs)")

@@ -367,6 +367,33 @@ def load_theta(path, n_params):
     return theta
 
 
+def load_rho_schedule(path, iterations):
+    """rho(g_ES, g_true) per iteration 1..``iterations`` measured by the ES run of the results file
+    ``path`` (float64 array, index t = iteration t + 1), for a proxy that follows it. Every
+    problem raises :class:`RunDirError` naming the file and what was expected."""
+    if not os.path.isfile(path):
+        raise RunDirError(f"proxy.rho_from = {path}: no such file")
+    try:
+        res = read_results(path)
+    except RunDirError as err:
+        raise RunDirError(f"proxy.rho_from = {err}") from None
+    hist = res["history"]
+    if "rho" not in hist or "iteration" not in hist:
+        raise RunDirError(f"proxy.rho_from = {path}: no measured rho in its history (expected an ES run made "
+                          f"with measure.correlation = true; it was run.method = "
+                          f"{res['config'].get('run', {}).get('method')!r})")
+    done, rho = np.asarray(hist["iteration"]), np.asarray(hist["rho"], np.float64)
+    if len(done) < iterations or not np.array_equal(done[:iterations], np.arange(1, iterations + 1)):
+        raise RunDirError(f"proxy.rho_from = {path}: holds rho for iterations 1..{len(done)}, "
+                          f"expected 1..{iterations} (run.iterations = {iterations})")
+    rho = rho[:iterations]
+    bad = np.flatnonzero(~((rho > 0) & (rho <= 1)))
+    if bad.size:
+        raise RunDirError(f"proxy.rho_from = {path}: iteration {bad[0] + 1} has rho = {rho[bad[0]]:.4g}; "
+                          f"a proxy needs 0 < rho <= 1 at every iteration")
+    return rho
+
+
 def save_summary(path, kind, summary, arrays):
     """A multi-run summary (e.g. Table 1): ``summary`` as a JSON attribute, ``arrays`` as datasets."""
     def fill(f):

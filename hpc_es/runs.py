@@ -93,6 +93,8 @@ def describe(cfg):
     method, es = cfg["run"]["method"], cfg["es"]
     if method == "sgd":
         text = "SGD (Adam)"
+    elif method == "proxy" and cfg["proxy"].get("rho_from"):
+        text = "ES proxy, rho per iteration from an ES run"
     elif method == "proxy":
         text = f"ES proxy, rho = {100 * cfg['proxy']['rho']:.3g}%"
     elif method == "es":

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from hpc_es import analysis, comm as comm_mod, es, faults, limited
+from hpc_es import analysis, comm as comm_mod, es, faults, io, limited
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +125,28 @@ class SGDStep:
 
 class ProxyStep(SGDStep):
     """Sec. 3's ES proxy: g_true + m g_noise with rho(g_proxy, g_true) = proxy.rho, at SGD cost;
-    g_noise from stream PROXY_STREAM of iteration t."""
+    g_noise from stream PROXY_STREAM of iteration t. With ``proxy.rho_from`` (ours), iteration t
+    takes the rho an ES run measured at its iteration t (read on rank 0, shared), and records it
+    as ``rho_target``."""
 
     def __init__(self, cfg, comm, net, dataset):
         super().__init__(cfg, comm, net, dataset)
         self.g_true = np.empty(net.n_params, np.float32)
+        self.schedule = None
+        if cfg.proxy.rho_from:
+            self.schedule = comm_mod.from_root(
+                comm, lambda: io.load_rho_schedule(cfg.proxy.rho_from, cfg.run.iterations), io.RunDirError)
 
     def describe(self):
-        return f", rho = {self.cfg.proxy.rho}"
+        if self.schedule is None:
+            return f", rho = {self.cfg.proxy.rho}"
+        s = self.schedule
+        return (f", rho per iteration from {self.cfg.proxy.rho_from} (mean {100 * s.mean():.3g}%, "
+                f"{100 * s.min():.3g}-{100 * s.max():.3g}%)")
+
+    def rho(self, t):
+        """The correlation the proxy is built for at iteration t."""
+        return self.cfg.proxy.rho if self.schedule is None else float(self.schedule[t])
 
     def gradient(self, theta, t, out, timer):
         batch = self.minibatch(t)
@@ -141,8 +155,10 @@ class ProxyStep(SGDStep):
         check_finite(np.array([loss]), t, self.cfg, "loss")
         with timer("aggregate"):
             g_noise = es.stream(self.cfg.run.seed, t, es.PROXY_STREAM).standard_normal(self.net.n_params, np.float32)
-            analysis.proxy_gradient(self.g_true, self.cfg.proxy.rho, g_noise, out)
+            analysis.proxy_gradient(self.g_true, self.rho(t), g_noise, out)
         rec = {"loss": loss, "reward_std": 0.0}
+        if self.schedule is not None:
+            rec["rho_target"] = self.rho(t)
         with timer("measure"):
             rec.update(self.measure(theta, t, batch, out, sign=1.0, g_true=self.g_true))
         return rec

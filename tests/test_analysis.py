@@ -109,3 +109,88 @@ def test_rank_sum_and_signed_rank_give_the_known_exact_values():
     assert np.isclose(analysis.min_p_rank_sum(20, 20), 2 / 137846528820)
     assert analysis.min_p_rank_sum(1, 1) == 1.0 and analysis.min_p_signed_rank(6) == 2 / 64
     assert analysis.signed_rank([1, 2], [1, 2]) is None and analysis.rank_sum([], [1]) is None
+
+
+def test_proxy_follows_a_rho_schedule_read_from_an_es_run(mnist_dir, tmp_path):
+    """proxy.rho_from: iteration t's proxy is built for the rho an ES run's file holds for t; the
+    realised correlation with g_true (measured independently by rank 0) follows the schedule
+    within the sampling error of a correlation over P = 28,938 (5 (1 - rho^2) / sqrt(P))."""
+    from hpc_es import io
+    theta = np.zeros(nets.small().n_params, np.float32)
+    es_run = tmp_path / "es"
+    es_run.mkdir()
+    schedule = [0.05, 0.3, 0.8, 0.6]
+    es_cfg = config.load("corr_small_local").to_dict()
+    io.save_results(str(es_run), es_cfg, {}, {"iteration": [1, 2, 3, 4], "rho": schedule}, theta)
+    cfg = config.load("sgd_small_local", ["run.method=proxy", f"proxy.rho_from={es_run / 'results.h5'}",
+                                          "run.iterations=3", "measure.correlation=true", "run.eval_every=0"])
+    _, hist = train.run(cfg, comm.SerialComm(), dataset=data.load_mnist(mnist_dir), quiet=True)
+    assert list(hist["rho_target"]) == schedule[:3]
+    for realised, target in zip(hist["rho"], schedule):
+        assert abs(realised - target) < 5 * (1 - target ** 2) / np.sqrt(28938), (realised, target)
+
+    def fails(path, match, iterations=3):
+        c = config.load("sgd_small_local", ["run.method=proxy", f"proxy.rho_from={path}",
+                                            f"run.iterations={iterations}"])
+        with pytest.raises(io.RunDirError, match=match):
+            train.run(c, comm.SerialComm(), dataset=data.load_mnist(mnist_dir), quiet=True)
+
+    fails(es_run / "results.h5", r"holds rho for iterations 1\.\.4, expected 1\.\.5", iterations=5)
+    fails(tmp_path / "nowhere.h5", "nowhere.h5: no such file")
+    for name, hist_ in (("sgd", {"iteration": [1, 2, 3], "loss": [1.0] * 3}),
+                        ("neg", {"iteration": [1, 2, 3], "rho": [0.1, -0.01, 0.2]})):
+        (tmp_path / name).mkdir()
+        io.save_results(str(tmp_path / name), es_cfg, {}, hist_, theta)
+    fails(tmp_path / "sgd" / "results.h5", "no measured rho in its history .*measure.correlation = true")
+    fails(tmp_path / "neg" / "results.h5", r"iteration 2 has rho = -0\.01; a proxy needs 0 < rho <= 1")
+    with pytest.raises(config.ConfigError, match=r"proxy.rho_from = .* needs run.method = 'proxy' \(got 'sgd'\)"):
+        config.load("sgd_small_local", [f"proxy.rho_from={es_run / 'results.h5'}"])
+
+
+def test_layer_theory_matches_monte_carlo_on_a_linear_objective():
+    """On a linear objective ES's estimate from n antithetic pairs is exactly
+    1/n sum (eps . g) eps; its per-part correlation with g, averaged over 40 draws, matches
+    expected_layer_rho for parts of very different size and share of |g|^2 (relative error of
+    the mean of 40 draws: a few %)."""
+    rng = np.random.default_rng(11)
+    sizes, scales = (50, 2000, 6000), (3.0, 0.3, 0.05)
+    g = np.concatenate([s * rng.standard_normal(m) for m, s in zip(sizes, scales)])
+    g -= g.mean()
+    bounds = np.cumsum((0,) + sizes)
+    slices = {f"part{i}": slice(bounds[i], bounds[i + 1]) for i in range(3)}
+    slices["all"] = slice(0, g.size)
+    n = 400
+    measured = {name: [] for name in slices}
+    for _ in range(40):
+        eps = rng.standard_normal((n, g.size))
+        g_hat = (eps @ g) @ eps / n
+        for name, s in slices.items():
+            measured[name].append(analysis.pearson(g_hat[s], g[s]))
+    theory = analysis.expected_layer_rho(g, slices, n)
+    assert np.isclose(theory["all"], analysis.expected_rho(n, g.size))
+    for name in slices:
+        m, sem = np.mean(measured[name]), np.std(measured[name]) / np.sqrt(40)
+        assert abs(m - theory[name]) < 4 * sem + 0.01 * theory[name], (name, m, theory[name])
+
+
+def test_smoothed_gradient_finds_the_smoothed_not_the_local_gradient():
+    """f(theta) = sum a_j cos(k_j theta_j): its Gaussian-smoothed gradient is known in closed
+    form, -a_j k_j sin(k_j theta_j) exp(-k_j^2 sigma^2 / 2), and at sigma = 0.5 points elsewhere
+    than the local gradient (high frequencies damped). The estimate must correlate with it as
+    well as its own half-split reliability says, and much better than with the local gradient."""
+    rng = np.random.default_rng(5)
+    P = 4000
+    a, k, theta = rng.uniform(0.5, 2, P), rng.choice([0.5, 1.0, 4.0, 8.0], P), rng.uniform(-3, 3, P)
+    sigma = 0.5
+
+    def grad(point):
+        return -a * k * np.sin(k * point)
+
+    smooth = -a * k * np.sin(k * theta) * np.exp(-(k * sigma) ** 2 / 2)
+    local = grad(theta)
+    est, half_r, rho_ref = analysis.smoothed_gradient(grad, theta, sigma, 200, np.random.default_rng(6))
+    realised = analysis.pearson(est, smooth)
+    assert 0.5 < rho_ref < 1 and abs(realised - rho_ref) < 0.02, (realised, rho_ref, half_r)
+    assert analysis.pearson(smooth, local) < 0.8 and analysis.pearson(est, local) < realised - 0.1
+    with pytest.raises(ValueError, match="n_pairs = 1"):
+        analysis.smoothed_gradient(grad, theta, sigma, 1, rng)
