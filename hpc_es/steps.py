@@ -115,12 +115,18 @@ class SGDStep:
             rec["rho"] = analysis.pearson(g_est, g_true)
             for name, rho in analysis.layer_correlations(net, g_est, g_true).items():
                 rec[f"rho_{name}"] = rho
+            rec.update(self.theory(g_true))
         if cfg.measure.sgd_self_correlation:
             rng = es.stream(cfg.run.seed, t, es.SELF_STREAM)
             b1, b2 = (rng.choice(len(y), cfg.data.batch_size, replace=False) for _ in range(2))
             g1 = net.grad(theta, x[b1], y[b1]).copy()
             rec["rho_sgd_self"] = analysis.pearson(g1, net.grad(theta, x[b2], y[b2]))
         return rec
+
+
+    def theory(self, g_true):
+        """What our theory expects rho to be this iteration, given g_true ({}: no estimate)."""
+        return {}
 
 
 class ProxyStep(SGDStep):
@@ -187,6 +193,16 @@ class ESStep(SGDStep):
         e = self.cfg.es
         return f", N = {e.n_offspring}, sigma = {e.sigma}, {e.mode}"
 
+    def theory(self, g_true):
+        """sqrt(n / (n + P + 1)) overall and the per-layer form (``analysis.expected_layer_rho``),
+        n antithetic pairs (full perturbation; none without antithetic sampling)."""
+        if not self.cfg.es.antithetic:
+            return {}
+        n = self.cfg.es.n_offspring // 2
+        layers = analysis.expected_layer_rho(g_true, analysis.layer_slices(self.net), n)
+        return {"rho_theory": float(analysis.expected_rho(n, self.net.n_params)),
+                **{f"rho_theory_{name}": rho for name, rho in layers.items()}}
+
     def evaluate(self, theta, t):
         """This rank's rewards of iteration t into ``self.mine``; returns (population, None), or
         (population or None, a one-line description) if evaluating raised here. A failing rank
@@ -248,3 +264,9 @@ class LimitedESStep(ESStep):
 
     def describe(self):
         return super().describe() + f", limited to buckets of <= {self.cfg.es.bucket_size}"
+
+    def theory(self, g_true):
+        """The limited estimator's expected rho (``limited.expected_correlation``), overall."""
+        e = self.cfg.es
+        n = e.n_offspring // 2 if e.antithetic else e.n_offspring
+        return {"rho_theory": limited.expected_correlation(g_true, self.buckets, e.bucket_choice, n)[0]}

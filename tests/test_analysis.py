@@ -194,3 +194,21 @@ def test_smoothed_gradient_finds_the_smoothed_not_the_local_gradient():
     assert analysis.pearson(smooth, local) < 0.8 and analysis.pearson(est, local) < realised - 0.1
     with pytest.raises(ValueError, match="n_pairs = 1"):
         analysis.smoothed_gradient(grad, theta, sigma, 1, rng)
+
+
+def test_es_runs_log_their_theory_beside_the_measured_rho(mnist_dir):
+    """With measure.correlation, full ES logs sqrt(n/(n+P+1)) and the per-layer theory, limited
+    ES its own expected rho, each iteration beside the measured one (n = 100 pairs: relative
+    sampling spread sqrt(2/n) = 14%, 4 of those allowed)."""
+    ds = data.load_mnist(mnist_dir)
+    base = ["run.iterations=1", "run.eval_every=0", "es.n_offspring=200", "measure.correlation=true",
+            "noise.size=2000000", "data.batch_size=10", "measure.sgd_self_correlation=false"]
+    _, full = train.run(config.load("corr_small_local", base), comm.SerialComm(), dataset=ds, quiet=True)
+    assert np.allclose(full["rho_theory"], analysis.expected_rho(100, 28938))
+    for name in ("conv1", "conv2", "fc1"):
+        assert all(0 < r < 1 for r in full[f"rho_theory_{name}"])
+        assert all(abs(m / p - 1) < 4 * np.sqrt(2 / 100) for m, p in zip(full[f"rho_{name}"], full[f"rho_theory_{name}"]))
+    _, lim = train.run(config.load("limited_small_local", base + ["es.bucket_size=2000"]), comm.SerialComm(),
+                       dataset=ds, quiet=True)
+    assert all(abs(m / p - 1) < 4 * np.sqrt(2 / 100) for m, p in zip(lim["rho"], lim["rho_theory"]))
+    assert "rho_theory_conv1" not in lim
