@@ -1,4 +1,4 @@
-"""``hpc-es`` command line: train, table1, report, plot, data fetch / verify, presets.
+"""``hpc-es`` command line: train, table1, report, plot, dose, data fetch / verify, plan, presets.
 
 Heavy modules (numpy, numba kernels) are imported inside the commands, after ``--threads``
 has set the thread variables, so the thread count takes effect for BLAS too. Every bad input
@@ -135,6 +135,18 @@ def _parser():
     plot.add_argument("--out", help="output directory (default: figures/ in the directory that holds all "
                       "the results files)")
     plot.set_defaults(func=_plot)
+
+    dose = sub.add_parser("dose", help="accuracy against rho: SGD and constant-rho ES proxies at one "
+                          "iteration, tests against SGD, ES population and core-hours per rho (ours)")
+    dose.add_argument("results", nargs="+", help="results.h5 files or directories (e.g. `hpc-es table1 "
+                      "--rhos 0.01,0.02,...` output)")
+    dose.add_argument("--at", type=_positive, help="validation iteration to compare (default: the largest "
+                      "every run reached)")
+    dose.add_argument("--units", help="per-unit costs JSON (benchmarks/out/units.json) to add each rho's ES "
+                      "cost; without it, no costs")
+    dose.add_argument("--out", help="directory for dose_response_<net>.{png,pdf} and dose_response.json "
+                      "(default: figures/ beside the results)")
+    dose.set_defaults(func=_dose)
 
     data = sub.add_parser("data", help="MNIST files: fetch or verify")
     data_sub = data.add_subparsers(required=True, metavar="ACTION")
@@ -287,6 +299,45 @@ def _report(args):
         print(f"\nvalidation curves of {a} and {b} at {c['points']} common points: correlation "
               f"{c['curve_correlation']:.4f}, of their changes {c['change_correlation']:.4f}, "
               f"mean |difference| {100 * c['mean_abs_difference']:.2f} points")
+
+
+def _dose(args):
+    import json
+
+    from hpc_es import config, dose, io, plots, runs as runs_mod
+    runs = runs_mod.load_runs(args.results)
+    try:
+        groups, at, skipped = dose.collect(runs, args.at)
+        summaries = {key: dose.summarize(arms) for key, arms in sorted(groups.items())}
+    except ValueError as err:
+        raise config.ConfigError(f"hpc-es dose {' '.join(args.results)}: {err}") from None
+    if not groups:
+        raise config.ConfigError(f"hpc-es dose: no run validated at iteration {at} ({skipped} runs without it)")
+    units = None
+    if args.units:
+        try:
+            with open(args.units) as f:
+                units = json.load(f)["units"]
+        except (OSError, ValueError, KeyError) as err:
+            raise config.ConfigError(f"--units {args.units}: cannot be read as a units JSON ({err})") from None
+    out = args.out or plots.default_out_dir([r.path for r in runs])
+    record = []
+    for key, summary in summaries.items():
+        print(dose.markdown(key, at, summary, units) + "\n")
+        paths = plots.dose_response(key, at, summary, out)
+        print("figure: " + ", ".join(paths))
+        record.append({"net": key[0], "departures": list(key[1]), "iteration": at, **summary})
+    if skipped:
+        print(f"({skipped} SGD or proxy runs have no validation at iteration {at:,} and were left out)")
+    path = os.path.join(out, "dose_response.json")
+    text = json.dumps(record, indent=1)
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    io.atomic_write(path, write)
+    print(f"wrote {path}")
 
 
 def _fetch(args):

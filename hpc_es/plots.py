@@ -133,3 +133,52 @@ def default_out_dir(result_files):
     holds every results file (beside the results, never into the package's docs)."""
     dirs = [os.path.dirname(os.path.abspath(p)) for p in result_files]
     return os.path.join(os.path.commonpath(dirs), "figures")
+
+
+def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
+    """The dose-response figure (:mod:`hpc_es.dose`) of one group into
+    ``out_dir/dose_response_<net>.{png,pdf}``: each proxy arm's median accuracy against rho on a
+    log axis with its quartiles as error bars, SGD's median as a line with its quartile band."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    net, departures = key
+    rows, s = summary["rhos"], summary["sgd"]
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    if rows:
+        rho = np.array([100 * r["rho"] for r in rows])
+        med = np.array([100 * r["median"] for r in rows])
+        err = np.array([[100 * (r["median"] - r["q25"]) for r in rows], [100 * (r["q75"] - r["median"]) for r in rows]])
+        ax.errorbar(rho, med, yerr=err, color=COLOURS["proxy"], capsize=3, linewidth=1.4,
+                    label="ES proxy (median, quartiles)")
+        for below, face, words in ((True, COLOURS["proxy"], f"significantly below SGD (rank-sum p < {summary['alpha']})"),
+                                   (False, "white", "not significantly below SGD")):
+            pick = [i for i, r in enumerate(rows) if r["below_sgd"] == below]
+            if pick:
+                ax.plot(rho[pick], med[pick], linestyle="none", marker="o", markersize=7, zorder=3,
+                        markerfacecolor=face, color=COLOURS["proxy"], label=words)
+        ax.set_xscale("log")
+        ax.set_xticks(rho)
+        ax.set_xticklabels([f"{x:g}" for x in rho])
+    ax.axhline(100 * s["median"], color=COLOURS["sgd"], linewidth=1.2, label="SGD (median, quartile band)")
+    ax.axhspan(100 * s["q25"], 100 * s["q75"], color=COLOURS["sgd"], alpha=0.12, linewidth=0)
+    ax.set_xlabel("rho(g_proxy, g_true) (%), log scale")
+    ax.set_ylabel(f"Validation Accuracy at Iteration {at:,} (%)")
+    ax.set_title("Accuracy against Gradient Correlation (ES Proxy)", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9, loc="lower right")
+    counts = ", ".join(f"{100 * r['rho']:g}%: {len(r['runs'])}" for r in rows)
+    caption = (f"{net} net{''.join(', ' + d for d in departures)}. Validation accuracy on all 10,000 MNIST test "
+               f"images at iteration {at:,}; runs: SGD {len(s['runs'])}, proxy {counts}.")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = os.path.join(out_dir, f"dose_response_{net}.{fmt}")
+        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else {})
+        paths.append(path)
+    plt.close(fig)
+    return paths

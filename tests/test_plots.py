@@ -155,3 +155,42 @@ def test_limited_runs_are_compared_with_full_runs_trained_alike(results, tmp_pat
     assert "secondary: two-sided Wilcoxon signed-rank (paired by seed), 4 pairs: p = 0.125" in row, row
     row4 = next(line for line in text.splitlines() if line.startswith("| No-mini-batch vs mini-batch"))
     assert "can reach the paper's p < 0.05" in row4, row4
+
+
+def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path, capsys):
+    """Synthetic SGD and proxy runs, 5 seeds each, validated at iterations 10..60: rho = 1% and
+    4% lie wholly below SGD (rank-sum p = 2/252, the smallest 5 vs 5 allows), 16% and 64%
+    overlap it; the smallest rho not significantly below SGD is then 16%. A 40%-proxy run
+    without a validation at iteration 40 is left out, not read at another iteration."""
+    from hpc_es import cli, dose
+    rng = np.random.default_rng(3)
+    level = {0.01: 0.80, 0.04: 0.90, 0.16: 0.97, 0.64: 0.975}
+    for seed in range(5):
+        _write(tmp_path, f"sgd{seed}", "sgd_small_local", seed, np.full(6, 0.97) + rng.normal(0, 0.004, 6))
+        for rho, acc in level.items():
+            _write(tmp_path, f"p{rho}-{seed}", "proxy_small_local", seed, np.full(6, acc) + rng.normal(0, 0.004, 6),
+                   overrides=[f"proxy.rho={rho}"])
+    _write(tmp_path, "short", "proxy_small_local", 0, np.full(3, 0.5), overrides=["proxy.rho=0.4"])
+    runs = runs_mod.load_runs([str(tmp_path)])
+    groups, at, skipped = dose.collect(runs, 40)
+    assert at == 40 and skipped == 1 and list(groups) == [("small", ())]
+    s = dose.summarize(groups[("small", ())])
+    assert [r["rho"] for r in s["rhos"]] == [0.01, 0.04, 0.16, 0.64]
+    assert [r["below_sgd"] for r in s["rhos"]] == [True, True, False, False]
+    assert np.isclose(s["rhos"][0]["test"]["p"], 2 / 252) and s["smallest_rho"] == 0.16 and s["could_reach"]
+    n, hours = dose.es_cost(0.2, "tf_tutorial", 2000, _units())
+    assert n == 2 * int(np.ceil(0.04 * 3274635 / 0.96)) and hours > 0
+    assert cli.main([*"dose --at 40 --out".split(), str(tmp_path / "fig"), str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Smallest rho not significantly below SGD (two-sided rank-sum" in out and ": 16%." in out
+    assert (tmp_path / "fig" / "dose_response_small.png").exists() and (tmp_path / "fig" / "dose_response.json").exists()
+    two = dose.summarize({"sgd": {0: 0.9, 1: 0.91}, 0.01: {0: 0.1, 1: 0.2}})  # 2 vs 2: min p = 1/3
+    assert not two["could_reach"] and "cannot reach p < 0.05" in dose.markdown(("small", ()), 40, two)
+
+
+def _units():
+    """Per-unit costs of a plausible machine (seconds), enough for costs.predict on both nets."""
+    per_net = {"offspring": 0.03, "offspring_subset": 0.03, "aggregate_float": 2e-10, "adam_float": 3e-9,
+               "proxy_float": 1e-8, "sgd_step": 0.08, "validate_image": 1e-4}
+    return {"tf_tutorial": per_net, "small": dict(per_net), "table_fill_float": 4e-9, "process_start": 1.0,
+            "data_load": 1.0, "write_byte": 1e-9, "rss_rank": 3e8}

@@ -1,0 +1,128 @@
+"""Accuracy as a function of gradient correlation: the ES proxy's dose-response (ours).
+
+The paper's Table 1 has two points (rho = 4% and 20%) beside SGD; this maps the curve. From
+SGD runs and constant-rho proxy runs (``hpc-es table1 ... --rhos 0.01,0.02,...``; runs of one
+seed share initialisation and mini-batches), at one validation iteration T:
+
+* per rho: the runs' accuracies at T (median, quartiles), and the unpaired two-sided rank-sum
+  test against SGD's runs with its effect size and the smallest p the run counts allow
+  (:func:`hpc_es.analysis.rank_sum`);
+* the smallest rho whose accuracy is not significantly below SGD's (p >= alpha or a median at
+  or above SGD's), at that rho and at every larger one; with run counts that cannot reach
+  p < alpha the answer is "every rho" and says so;
+* what each rho costs as real ES, by the finite-difference theory (N = 2 (P + 1) rho^2 /
+  (1 - rho^2) pseudo-offspring) on each net, and in core-hours for T iterations by the cost
+  model (:func:`hpc_es.costs.predict`, per-unit costs measured on some machine).
+
+Runs are grouped by net and by every training setting that departs from the paper's
+(:func:`hpc_es.runs.departures`); each group is its own curve. Nothing here trains or knows MPI.
+"""
+import math
+
+import numpy as np
+
+from hpc_es import analysis, runs as runs_mod
+
+ALPHA = 0.05
+
+
+def collect(runs, at=None):
+    """{(net, departures): {"sgd" or rho: {seed: accuracy at validation iteration ``at``}}} of the
+    SGD and constant-rho proxy runs among ``runs``, and the iteration used. ``at`` None: the
+    largest validation iteration every such run reached. Runs without a validation at ``at``
+    are left out (counted in ``skipped``)."""
+    chosen = [r for r in runs if r.config["run"]["method"] in ("sgd", "proxy")
+              and not r.config["proxy"].get("rho_from") and len(r.history.get("eval_iteration", []))]
+    if not chosen:
+        raise ValueError("no SGD or constant-rho proxy run with a validation among the runs given")
+    if at is None:
+        at = int(min(r.history["eval_iteration"][-1] for r in chosen))
+    groups, skipped = {}, 0
+    for r in chosen:
+        done = list(np.asarray(r.history["eval_iteration"]))
+        if at not in done:
+            skipped += 1
+            continue
+        key = (r.config["net"]["arch"], tuple(runs_mod.departures(r.config)))
+        arm = "sgd" if r.config["run"]["method"] == "sgd" else float(r.config["proxy"]["rho"])
+        groups.setdefault(key, {}).setdefault(arm, {})[r.seed] = float(r.history["val_accuracy"][done.index(at)])
+    return groups, at, skipped
+
+
+def summarize(arms, alpha=ALPHA):
+    """One group's curve: {"sgd": stats, "rhos": [stats per rho, ascending], "smallest_rho": rho or
+    None, "could_reach": bool}; stats = runs, median, q25, q75, and for a rho its test against SGD."""
+    if "sgd" not in arms:
+        raise ValueError("no SGD runs in this group: the dose-response is read against SGD")
+    sgd = _stats(arms["sgd"])
+    rows = []
+    for rho in sorted(k for k in arms if k != "sgd"):
+        row = {"rho": rho, **_stats(arms[rho])}
+        test = analysis.rank_sum(row["runs"], sgd["runs"])
+        row["test"] = test and test.to_dict()
+        row["below_sgd"] = bool(test is not None and test.p < alpha and row["median"] < sgd["median"])
+        rows.append(row)
+    smallest = None
+    for row in reversed(rows):  # the smallest rho from which on no arm is significantly below SGD
+        if row["below_sgd"]:
+            break
+        smallest = row["rho"]
+    could = any(r["test"] and r["test"]["min_p"] < alpha for r in rows)
+    return {"sgd": sgd, "rhos": rows, "smallest_rho": smallest, "could_reach": could, "alpha": alpha}
+
+
+def _stats(by_seed):
+    acc = np.array([by_seed[s] for s in sorted(by_seed)])
+    q25, med, q75 = np.percentile(acc, [25, 50, 75])
+    return {"runs": acc.tolist(), "seeds": sorted(by_seed), "median": float(med), "q25": float(q25),
+            "q75": float(q75)}
+
+
+def es_cost(rho, arch, iterations, units, ranks=100, ranks_per_node=32):
+    """(N, core-hours): the pseudo-offspring real ES needs on ``arch`` for ``rho`` by the theory
+    (rounded up to an even count), and the cost model's core-hours for ``iterations`` of
+    mini-batch ES with that N on ``ranks`` ranks (the paper's other settings)."""
+    from hpc_es import config, costs, nets
+    P = nets.build(arch).n_params
+    n = 2 * math.ceil(analysis.pairs_for_rho(rho, P))
+    cfg = config.from_dict({"net": {"arch": arch}, "run": {"method": "es", "iterations": iterations},
+                            "es": {"n_offspring": max(n, 2)}})
+    return n, costs.predict(cfg, ranks, units, ranks_per_node=ranks_per_node).core_hours
+
+
+def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
+    """The table of one group's curve, its reading, and (with ``units``) the cost of each rho as ES."""
+    net, departures = key
+    s, alpha = summary["sgd"], summary["alpha"]
+    setting = f"{net}, validation accuracy at iteration {at:,}" + "".join(f", {d}" for d in departures)
+    head = "| arm | runs | median | quartiles | rank-sum vs SGD: p (smallest possible), r |"
+    cols = "| --- | ---: | ---: | ---: | ---: |"
+    if units:
+        head += "".join(f" ES N on {n} (theory) | ES core-hours on {n}, {at:,} it. (model) |" for n in cost_nets)
+        cols += " ---: | ---: |" * len(cost_nets)
+    lines = [f"Accuracy against rho ({setting})", "", head, cols,
+             f"| SGD | {len(s['runs'])} | {100 * s['median']:.2f}% | {100 * s['q25']:.2f}-{100 * s['q75']:.2f}% | - |"
+             + (" - | - |" * len(cost_nets) if units else "")]
+    for row in summary["rhos"]:
+        t = row["test"]
+        test = "n/a" if t is None else f"{t['p']:.3g} ({t['min_p']:.2g}), {t['effect'][1]:+.2f}"
+        line = (f"| proxy, rho = {100 * row['rho']:g}% | {len(row['runs'])} | {100 * row['median']:.2f}% | "
+                f"{100 * row['q25']:.2f}-{100 * row['q75']:.2f}% | {test} |")
+        if units:
+            for n in cost_nets:
+                count, hours = es_cost(row["rho"], n, at, units)
+                line += f" {count:,} | {hours:,.0f} |" if hours >= 10 else f" {count:,} | {hours:.2g} |"
+        lines.append(line)
+    lines.append("")
+    if not summary["could_reach"]:
+        lines.append(f"These run counts cannot reach p < {alpha} in any comparison: no rho can be called "
+                     f"significantly below SGD with them.")
+    elif summary["smallest_rho"] is None:
+        lines.append(f"Every rho measured is significantly below SGD (two-sided rank-sum, p < {alpha}).")
+    else:
+        lines.append(f"Smallest rho not significantly below SGD (two-sided rank-sum, p >= {alpha} or a median "
+                     f"at or above SGD's, there and at every larger rho): {100 * summary['smallest_rho']:g}%.")
+    if units:
+        lines.append("ES N: the theory's pseudo-offspring for that rho, 2 (P + 1) rho^2 / (1 - rho^2) (ours); "
+                     "core-hours: our cost model on 100 ranks (32 per node), per-unit costs as measured.")
+    return "\n".join(lines)
