@@ -52,6 +52,14 @@ def layer_correlations(net, a, b):
     return {name: pearson(a[s], b[s]) for name, s in layer_slices(net).items()}
 
 
+def layer_shares(net, g):
+    """{layer name: |g_S|^2 / |g|^2}, each layer's share of the squared gradient norm."""
+    g = np.asarray(g, np.float64)
+    total = float(np.dot(g, g))
+    return {name: float(np.dot(g[s], g[s])) / total if total > 0 else float("nan")
+            for name, s in layer_slices(net).items()}
+
+
 def expected_rho(n_pairs, n_params):
     """Theoretical correlation sqrt(n / (n + P + 1)) of ES with n antithetic pairs (see module doc)."""
     n = np.asarray(n_pairs, np.float64)

@@ -132,6 +132,9 @@ def _parser():
     plot.add_argument("results", nargs="+", help="results.h5 files or directories holding them")
     plot.add_argument("--figure", type=int, action="append", choices=[1, 2, 3, 4, 5],
                       help="figure to draw (repeatable; default: every figure some run belongs to)")
+    plot.add_argument("--layers", action="store_true", help="per-layer rho, measured against our theory, and "
+                      "each layer's share of |g|^2 along each ES run that logged them (instead of Figures 1-5 "
+                      "unless --figure is given)")
     plot.add_argument("--out", help="output directory (default: figures/ in the directory that holds all "
                       "the results files)")
     plot.set_defaults(func=_plot)
@@ -245,6 +248,15 @@ def _plot(args):
     if not runs:
         raise _usage_error(f"no results.h5 under {' '.join(args.results)}")
     out = args.out or plots.default_out_dir([r.path for r in runs])
+    if args.layers:
+        layered = [r for r in runs if any(k.startswith("rho_theory_") for k in r.history)]
+        if not layered:
+            raise _usage_error(f"--layers: no run under {' '.join(args.results)} logged per-layer rho and its "
+                               f"theory (an ES run with measure.correlation = true)")
+        for r in layered:
+            print("wrote " + ", ".join(plots.layers(r, out)))
+        if not args.figure:
+            return
     wanted = args.figure or sorted(plots.FIGURES)
     for n in wanted:
         try:

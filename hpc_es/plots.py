@@ -182,3 +182,65 @@ def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def layers(run, out_dir, formats=("png", "pdf"), window=10):
+    """Which layers ES gets right along one run (reading notes, Question 1) into
+    ``out_dir/layers_<run directory>.{png,pdf}``: per layer, the measured rho(g_ES, g_true)
+    (moving median over ``window`` iterations) beside our theory's (dashed), and each layer's
+    share of |g_true|^2. Needs a run made with measure.correlation (``rho_theory_<layer>``)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    h = run.history
+    names = [k[len("rho_theory_"):] for k in h if k.startswith("rho_theory_")]
+    if not names:
+        raise ValueError(f"{run.path}: no per-layer theory in its history (an ES run with "
+                         f"measure.correlation = true, full perturbation)")
+    x = np.asarray(h["iteration"])
+    shares = [k for k in names if f"gshare_{k}" in h]
+    fig, axes = plt.subplots(1, 2 if shares else 1, figsize=(12 if shares else 7, 4.8), squeeze=False)
+    ax = axes[0][0]
+    palette = plt.get_cmap("tab10")
+    for i, name in enumerate(sorted(names)):
+        measured = np.asarray(h[f"rho_{name}"], float)
+        smooth = np.array([np.median(measured[max(0, j - window + 1):j + 1]) for j in range(len(measured))])
+        ax.plot(x, 100 * smooth, color=palette(i), linewidth=1.3, label=f"{name}: measured")
+        ax.plot(x, 100 * np.asarray(h[f"rho_theory_{name}"], float), color=palette(i), linestyle="--",
+                linewidth=1, label=f"{name}: theory")
+    from matplotlib.ticker import FormatStrFormatter
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.set_xlabel("Iteration")
+    ax.set_ylabel("rho(g_ES, g_true) within the layer (%), log scale")
+    ax.set_title("Per-Layer Gradient Correlation", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=2)
+    if shares:
+        ax2 = axes[0][1]
+        for i, name in enumerate(sorted(shares)):
+            ax2.plot(x, 100 * np.asarray(h[f"gshare_{name}"], float), color=palette(i), linewidth=1.2, label=name)
+        ax2.set_yscale("log")
+        ax2.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax2.set_xlabel("Iteration")
+        ax2.set_ylabel("share of |g_true|^2 (%), log scale")
+        ax2.set_title("Each Layer's Share of the Squared Gradient Norm", fontsize=11)
+        ax2.grid(alpha=0.3, which="both")
+        ax2.legend(fontsize=8)
+    cfg = run.config
+    caption = (f"{cfg['net']['arch']} net, {runs_mod.describe(cfg)}, seed {run.seed}; measured: moving median over "
+               f"{window} iterations; theory (ours): sqrt(n |g_S|^2 / (n |g_S|^2 + |S| |g|^2 + |g_S|^2)), n = N/2, "
+               f"from each iteration's g_true.")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.basename(os.path.dirname(os.path.abspath(run.path))) or "run"
+    paths = []
+    for fmt in formats:
+        path = os.path.join(out_dir, f"layers_{stem}.{fmt}")
+        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else {})
+        paths.append(path)
+    plt.close(fig)
+    return paths

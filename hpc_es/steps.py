@@ -115,6 +115,8 @@ class SGDStep:
             rec["rho"] = analysis.pearson(g_est, g_true)
             for name, rho in analysis.layer_correlations(net, g_est, g_true).items():
                 rec[f"rho_{name}"] = rho
+            for name, share in analysis.layer_shares(net, g_true).items():
+                rec[f"gshare_{name}"] = share
             rec.update(self.theory(g_true))
         if cfg.measure.sgd_self_correlation:
             rng = es.stream(cfg.run.seed, t, es.SELF_STREAM)

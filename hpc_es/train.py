@@ -48,7 +48,8 @@ COLLECTIVE_ERRORS = (Preempted, config.ConfigError, data_mod.DataError, io.RunDi
 def new_history():
     """Series by name, as lists (saved as HDF5 datasets). Per iteration: ``iteration``,
     ``loss``, ``reward_std``, the phase timings and, when measured, ``rho``, ``rho_<layer>``,
-    ES's theory for them (``rho_theory``, ``rho_theory_<layer>``; limited: overall only),
+    each layer's share of |g_true|^2 (``gshare_<layer>``), ES's theory for the correlations
+    (``rho_theory``, ``rho_theory_<layer>``; limited: overall only),
     ``rho_sgd_self``, a scheduled proxy's ``rho_target``; per validation: ``eval_iteration``, ``val_accuracy``."""
     return {key: [] for key in ("iteration", "loss", "reward_std") + PHASES + ("eval_iteration", "val_accuracy")}
 

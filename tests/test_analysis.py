@@ -212,3 +212,5 @@ def test_es_runs_log_their_theory_beside_the_measured_rho(mnist_dir):
                        dataset=ds, quiet=True)
     assert all(abs(m / p - 1) < 4 * np.sqrt(2 / 100) for m, p in zip(lim["rho"], lim["rho_theory"]))
     assert "rho_theory_conv1" not in lim
+    shares = np.array([full[f"gshare_{name}"] for name in ("conv1", "conv2", "fc1")])
+    assert np.allclose(shares.sum(axis=0), 1) and (shares > 0).all()

@@ -194,3 +194,19 @@ def _units():
                "proxy_float": 1e-8, "sgd_step": 0.08, "validate_image": 1e-4}
     return {"tf_tutorial": per_net, "small": dict(per_net), "table_fill_float": 4e-9, "process_start": 1.0,
             "data_load": 1.0, "write_byte": 1e-9, "rss_rank": 3e8}
+
+
+def test_layers_figure_draws_measured_and_theory_per_layer(tmp_path):
+    from hpc_es import cli
+    cfg = config.load("corr_small_local").to_dict()
+    n = 30
+    hist = {"iteration": np.arange(1, n + 1), "eval_iteration": [n], "val_accuracy": [0.5], "seconds_total": np.ones(n)}
+    for name, level in (("conv1", 0.3), ("conv2", 0.07), ("fc1", 0.09)):
+        hist[f"rho_{name}"] = np.full(n, level)
+        hist[f"rho_theory_{name}"] = np.full(n, level * 1.02)
+        hist[f"gshare_{name}"] = np.full(n, 1 / 3)
+    io.save_results(str(tmp_path / "es"), cfg, {}, hist, np.zeros(4, np.float32))
+    _write(tmp_path, "sgd", "sgd_small_local", 0, np.full(3, 0.9))
+    assert cli.main(["plot", "--layers", "--out", str(tmp_path / "fig"), str(tmp_path)]) == 0
+    assert (tmp_path / "fig" / "layers_es.png").exists() and not (tmp_path / "fig" / "figure1.png").exists()
+    assert cli.main(["plot", "--layers", str(tmp_path / "sgd")]) == 2  # one line: no such run
