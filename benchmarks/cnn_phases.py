@@ -103,8 +103,7 @@ def sweep_chunks(rounds):
         for _ in range(rounds):
             for mb in sizes:
                 for layer in convs:
-                    row_bytes = 4 * layer.height * layer.width * layer.k ** 2 * layer.c_in
-                    layer.chunk = 50 if mb is None else max(1, int(mb * 2 ** 20) // row_bytes)
+                    layer.chunk = 50 if mb is None else layer.chunk_for(mb * 2 ** 20)
                 net._buffers.clear()
                 for what, fn in (("forward", lambda: net.loss(theta, x, y)),
                                  ("forward+backward", lambda: net.loss_and_grad(theta, x, y, out=grad))):

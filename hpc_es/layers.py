@@ -77,7 +77,11 @@ class ConvPoolReLU(_DeltaForward):
         self.in_shape = (height, width, c_in)
         self.out_shape = (height // 2, width // 2, c_out)
         self.param_shapes = (("w", (k, k, c_in, c_out)), ("b", (c_out,)))
-        self.chunk = max(1, CHUNK_NBYTES // (4 * height * width * k * k * c_in))
+        self.chunk = self.chunk_for(CHUNK_NBYTES)
+
+    def chunk_for(self, nbytes):
+        """Images per chunk whose float32 im2col rows take about ``nbytes`` (at least one)."""
+        return max(1, int(nbytes) // (4 * self.height * self.width * self.k * self.k * self.c_in))
 
     def flops(self, batch):
         """Multiply-adds x 2 of the convolution GEMM for ``batch`` images."""
