@@ -7,6 +7,8 @@ seed share initialisation and mini-batches), at one validation iteration T:
 * per rho: the runs' accuracies at T (median, quartiles), and the unpaired two-sided rank-sum
   test against SGD's runs with its effect size and the smallest p the run counts allow
   (:func:`hpc_es.analysis.rank_sum`);
+* the runs per method a rank-sum test would need for 80% power against SGD
+  (:func:`hpc_es.analysis.runs_for_power`, a normal model of each arm's runs);
 * the smallest rho whose accuracy is not significantly below SGD's (p >= alpha or a median at
   or above SGD's), at that rho and at every larger one; with run counts that cannot reach
   p < alpha the answer is "every rho" and says so;
@@ -61,6 +63,7 @@ def summarize(arms, alpha=ALPHA):
         test = analysis.rank_sum(row["runs"], sgd["runs"])
         row["test"] = test and test.to_dict()
         row["below_sgd"] = bool(test is not None and test.p < alpha and row["median"] < sgd["median"])
+        row["runs_for_power"] = analysis.runs_for_power(row["runs"], sgd["runs"], alpha=alpha)[0]
         rows.append(row)
     smallest = None
     for row in reversed(rows):  # the smallest rho from which on no arm is significantly below SGD
@@ -95,19 +98,20 @@ def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
     net, departures = key
     s, alpha = summary["sgd"], summary["alpha"]
     setting = f"{net}, validation accuracy at iteration {at:,}" + "".join(f", {d}" for d in departures)
-    head = "| arm | runs | median | quartiles | rank-sum vs SGD: p (smallest possible), r |"
-    cols = "| --- | ---: | ---: | ---: | ---: |"
+    head = "| arm | runs | median | quartiles | rank-sum vs SGD: p (smallest possible), r | runs for 80% power |"
+    cols = "| --- | ---: | ---: | ---: | ---: | ---: |"
     if units:
         head += "".join(f" ES N on {n} (theory) | ES core-hours on {n}, {at:,} it. (model) |" for n in cost_nets)
         cols += " ---: | ---: |" * len(cost_nets)
     lines = [f"Accuracy against rho ({setting})", "", head, cols,
-             f"| SGD | {len(s['runs'])} | {100 * s['median']:.2f}% | {100 * s['q25']:.2f}-{100 * s['q75']:.2f}% | - |"
+             f"| SGD | {len(s['runs'])} | {100 * s['median']:.2f}% | {100 * s['q25']:.2f}-{100 * s['q75']:.2f}% | - | - |"
              + (" - | - |" * len(cost_nets) if units else "")]
     for row in summary["rhos"]:
         t = row["test"]
         test = "n/a" if t is None else f"{t['p']:.3g} ({t['min_p']:.2g}), {t['effect'][1]:+.2f}"
         line = (f"| proxy, rho = {100 * row['rho']:g}% | {len(row['runs'])} | {100 * row['median']:.2f}% | "
-                f"{100 * row['q25']:.2f}-{100 * row['q75']:.2f}% | {test} |")
+                f"{100 * row['q25']:.2f}-{100 * row['q75']:.2f}% | {test} | "
+                f"{row['runs_for_power'] or '> 200'} |")
         if units:
             for n in cost_nets:
                 count, hours = es_cost(row["rho"], n, at, units)
@@ -122,6 +126,8 @@ def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
     else:
         lines.append(f"Smallest rho not significantly below SGD (two-sided rank-sum, p >= {alpha} or a median "
                      f"at or above SGD's, there and at every larger rho): {100 * summary['smallest_rho']:g}%.")
+    lines.append("Runs for 80% power: per method, for the rank-sum test at this alpha, if each arm's accuracies "
+                 "were normal with its runs' mean and standard deviation (ours: a model).")
     if units:
         lines.append("ES N: the theory's pseudo-offspring for that rho, 2 (P + 1) rho^2 / (1 - rho^2) (ours); "
                      "core-hours: our cost model on 100 ranks (32 per node), per-unit costs as measured.")

@@ -100,6 +100,9 @@ def summarize(accuracies, methods, runs):
             paired = analysis.signed_rank(table[a]["runs"], table[b]["runs"])
             tests[f"{a} vs {b}"] = {"rank_sum": unpaired and unpaired.to_dict(),
                                     "signed_rank": paired and paired.to_dict()}
+            if runs > 1:  # None: more than 200 runs per method
+                tests[f"{a} vs {b}"]["runs_for_power"] = analysis.runs_for_power(table[a]["runs"],
+                                                                                 table[b]["runs"])[0]
     return {"methods": table, "tests": tests, "wilcoxon_p": {k: v["signed_rank"] and v["signed_rank"]["p"]
                                                             for k, v in tests.items()}}
 

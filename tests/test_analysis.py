@@ -214,3 +214,15 @@ def test_es_runs_log_their_theory_beside_the_measured_rho(mnist_dir):
     assert "rho_theory_conv1" not in lim
     shares = np.array([full[f"gshare_{name}"] for name in ("conv1", "conv2", "fc1")])
     assert np.allclose(shares.sum(axis=0), 1) and (shares > 0).all()
+
+
+def test_runs_for_power_matches_the_textbook_sample_size():
+    """Two normal populations one standard deviation apart: a two-sided t-test at 5% needs 17
+    runs per group for 80% power, and the rank-sum test 1/0.955 as many (its asymptotic
+    relative efficiency, 3/pi), so 18; the simulation must land within one run of that. With
+    3 vs 3 runs the exact test cannot reach p < 0.05, so its power there is 0."""
+    a, b = np.array([-1.0, 1.0]) / np.sqrt(2), np.array([-1.0, 1.0]) / np.sqrt(2) + 1
+    n, power = analysis.runs_for_power(a, b)
+    assert 17 <= n <= 19 and 0.8 <= power < 0.85
+    assert analysis.rank_sum_power(a, b, 3) == 0.0 and analysis.rank_sum_power([0, 0.1], [5, 5.1], 4) == 1.0
+    assert analysis.runs_for_power([0.0, 0.1], [0.0, 0.1], max_runs=8)[0] is None  # no difference: never

@@ -15,7 +15,10 @@ def test_summary_statistics_and_paired_wilcoxon():
     assert np.isclose(summary["methods"]["a"]["std"], np.std([0.90, 0.91, 0.92, 0.93, 0.94, 0.95], ddof=1))
     # b is below a in all 6 pairs: the exact two-sided signed-rank p-value is 2 / 2^6.
     assert np.isclose(summary["wilcoxon_p"]["a vs b"], 2 / 64)
-    assert "| a | 92.50% |" in report.table1_markdown({**summary, "net": "small", "iterations": 1})
+    text = report.table1_markdown({**summary, "net": "small", "iterations": 1})
+    assert "| a | 92.50% |" in text
+    # b's runs are all 0.89, a's 0.90-0.95: 4 runs each (the fewest that can give p < 0.05) suffice
+    assert summary["tests"]["a vs b"]["runs_for_power"] == 4 and "| 0.0312 (0.031) | 4 |" in text
 
 
 @pytest.mark.mpi
