@@ -1,4 +1,4 @@
-"""``hpc-es`` command line: train, table1, report, plot, dose, data fetch / verify, plan, presets.
+"""``hpc-es`` command line: train, table1, report, plot, dose, gap, data fetch / verify, plan, presets.
 
 Heavy modules (numpy, numba kernels) are imported inside the commands, after ``--threads``
 has set the thread variables, so the thread count takes effect for BLAS too. Every bad input
@@ -150,6 +150,14 @@ def _parser():
     dose.add_argument("--out", help="directory for dose_response_<net>.{png,pdf} and dose_response.json "
                       "(default: figures/ beside the results)")
     dose.set_defaults(func=_dose)
+
+    gap = sub.add_parser("gap", help="ES at several sigma beside proxies that follow its measured rho: where "
+                         "the proxy stops predicting ES (ours)")
+    gap.add_argument("results", nargs="+", help="results.h5 files or directories: ES runs with "
+                     "measure.correlation and proxies with proxy.rho_from naming them")
+    gap.add_argument("--out", help="directory for proxy_gap_<net>.{png,pdf} and proxy_gap.json (default: "
+                     "figures/ beside the results)")
+    gap.set_defaults(func=_gap)
 
     data = sub.add_parser("data", help="MNIST files: fetch or verify")
     data_sub = data.add_subparsers(required=True, metavar="ACTION")
@@ -316,7 +324,7 @@ def _report(args):
 def _dose(args):
     import json
 
-    from hpc_es import config, dose, io, plots, runs as runs_mod
+    from hpc_es import config, dose, plots, runs as runs_mod
     runs = runs_mod.load_runs(args.results)
     try:
         groups, at, skipped = dose.collect(runs, args.at)
@@ -341,7 +349,31 @@ def _dose(args):
         record.append({"net": key[0], "departures": list(key[1]), "iteration": at, **summary})
     if skipped:
         print(f"({skipped} SGD or proxy runs have no validation at iteration {at:,} and were left out)")
-    path = os.path.join(out, "dose_response.json")
+    _write_json(os.path.join(out, "dose_response.json"), record)
+
+
+def _gap(args):
+    from hpc_es import config, plots, proxy_gap, runs as runs_mod
+    runs = runs_mod.load_runs(args.results)
+    found, orphans = proxy_gap.pairs(runs)
+    if not found:
+        raise config.ConfigError(f"hpc-es gap {' '.join(args.results)}: no proxy run with proxy.rho_from naming an "
+                                 f"ES run given here (same seed)" + (f"; unmatched: {', '.join(orphans)}" if orphans else ""))
+    summaries = {key: proxy_gap.summarize(by_seed) for key, by_seed in found.items()}
+    print(proxy_gap.markdown(summaries))
+    if orphans:
+        print(f"\n(proxies whose ES run was not given, left out: {', '.join(orphans)})")
+    out = args.out or plots.default_out_dir([r.path for r in runs])
+    print("figure: " + ", ".join(plots.proxy_gap(summaries, out)))
+    record = [{"net": k[0], "sigma": k[1], **s} for k, s in summaries.items() if s]
+    _write_json(os.path.join(out, "proxy_gap.json"), record)
+
+
+def _write_json(path, record):
+    """``record`` as indented JSON at ``path``, atomically; prints where."""
+    import json
+
+    from hpc_es import io
     text = json.dumps(record, indent=1)
 
     def write(tmp):

@@ -210,3 +210,30 @@ def test_layers_figure_draws_measured_and_theory_per_layer(tmp_path):
     assert cli.main(["plot", "--layers", "--out", str(tmp_path / "fig"), str(tmp_path)]) == 0
     assert (tmp_path / "fig" / "layers_es.png").exists() and not (tmp_path / "fig" / "figure1.png").exists()
     assert cli.main(["plot", "--layers", str(tmp_path / "sgd")]) == 2  # one line: no such run
+
+
+def test_proxy_gap_finds_the_sigma_where_the_proxy_stops_predicting_es(tmp_path, capsys):
+    """ES at three sigmas, 3 seeds each (final accuracies 0.80 +- 0.01 across seeds), each with a
+    proxy following its file: within 0.2 points of ES at sigma 0.002 and 0.02, 5 points above
+    at 0.2. The proxy then predicts ES up to 0.02 and stops at 0.2; a proxy whose ES run is
+    not given is left out and named."""
+    from hpc_es import cli, proxy_gap
+    for sigma, gap in ((0.002, 0.002), (0.02, -0.002), (0.2, 0.05)):
+        for seed in range(3):
+            acc = np.linspace(0.3, 0.80 + 0.01 * (seed - 1), 6)
+            es = _write(tmp_path, f"es{sigma}-{seed}", "corr_small_local", seed, acc, rho=0.09,
+                        overrides=[f"es.sigma={sigma}"])
+            _write(tmp_path, f"proxy{sigma}-{seed}", "proxy_small_local", seed, acc + gap,
+                   overrides=[f"proxy.rho_from={os.path.join(es, 'results.h5')}"])
+    _write(tmp_path, "orphan", "proxy_small_local", 0, np.full(6, 0.5), overrides=["proxy.rho_from=elsewhere.h5"])
+    found, orphans = proxy_gap.pairs(runs_mod.load_runs([str(tmp_path)]))
+    assert sorted(found) == [("small", 0.002), ("small", 0.02), ("small", 0.2)] and len(orphans) == 1
+    summaries = {k: proxy_gap.summarize(v) for k, v in found.items()}
+    assert [summaries[("small", s)]["predicts"] for s in (0.002, 0.02, 0.2)] == [True, True, False]
+    assert np.isclose(summaries[("small", 0.2)]["median_final_gap"], 0.05)
+    assert np.isclose(summaries[("small", 0.2)]["es_spread"], 0.01)
+    assert proxy_gap.breakdown(summaries) == {"small": 0.2}
+    assert cli.main(["gap", "--out", str(tmp_path / "fig"), str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "the proxy stops predicting ES from sigma = 0.2 on" in out and "orphan" in out
+    assert (tmp_path / "fig" / "proxy_gap_small.png").exists()

@@ -1,0 +1,118 @@
+"""Where the ES proxy stops predicting ES: ES runs at several sigma beside proxies that follow
+their measured rho (ours, issue 15 section 3; the reading notes' Question 2).
+
+The proxy of the paper models ES as SGD plus noise at the correlation ES has. Given ES runs
+made with ``measure.correlation = true`` and, for each, a proxy run with the same seed (same
+initialisation and mini-batches) and ``proxy.rho_from`` = that ES run's results file, this
+module pairs them and, per sigma:
+
+* the gap between the two validation curves per seed (proxy minus ES, at the iterations both
+  validated): its mean and its value at the last common iteration;
+* the seed-to-seed spread of ES's final accuracy (standard deviation over seeds, ddof 1);
+* whether the proxy predicts ES there: the median final gap within that spread;
+* the two-sided rank-sum test of ES's against the proxies' final accuracies.
+
+The sigma from which on the proxy no longer predicts ES is the smallest sigma whose median
+gap leaves the spread. Nothing here trains or knows MPI.
+"""
+import os
+
+import numpy as np
+
+from hpc_es import analysis
+
+
+def pairs(runs):
+    """{(net, sigma): {seed: (ES run, proxy run)}} of ES runs with a measured rho and the proxy
+    runs that follow them (``proxy.rho_from`` naming the ES run's file, same seed); and the
+    proxies whose ES run is not among ``runs`` (their paths)."""
+    es_by_path = {os.path.realpath(r.path): r for r in runs
+                  if r.config["run"]["method"] == "es" and "rho" in r.history}
+    out, orphans = {}, []
+    for r in runs:
+        source = r.config["run"]["method"] == "proxy" and r.config["proxy"].get("rho_from")
+        if not source:
+            continue
+        es = es_by_path.get(os.path.realpath(source))
+        if es is None or es.seed != r.seed:
+            orphans.append(r.path)
+            continue
+        key = (es.config["net"]["arch"], float(es.config["es"]["sigma"]))
+        out.setdefault(key, {})[r.seed] = (es, r)
+    return dict(sorted(out.items())), orphans
+
+
+def _common(a, b):
+    """Validation accuracies of runs a and b at the iterations both validated."""
+    ia, ib = np.asarray(a.history["eval_iteration"]), np.asarray(b.history["eval_iteration"])
+    it = np.intersect1d(ia, ib)
+    va = np.asarray(a.history["val_accuracy"], float)[np.searchsorted(ia, it)]
+    vb = np.asarray(b.history["val_accuracy"], float)[np.searchsorted(ib, it)]
+    return it, va, vb
+
+
+def summarize(by_seed):
+    """One sigma's pairs {seed: (es, proxy)}: per-seed gaps, ES's seed spread, the verdict."""
+    rows = []
+    for seed in sorted(by_seed):
+        es, proxy = by_seed[seed]
+        it, acc_es, acc_proxy = _common(es, proxy)
+        if not it.size:
+            continue
+        gap = acc_proxy - acc_es
+        rows.append({"seed": seed, "iterations": int(it[-1]), "es_final": float(acc_es[-1]),
+                     "proxy_final": float(acc_proxy[-1]), "final_gap": float(gap[-1]),
+                     "mean_gap": float(gap.mean()), "mean_abs_gap": float(np.abs(gap).mean()),
+                     "es_rho": float(np.mean(es.history["rho"]))})
+    if not rows:
+        return None
+    es_final = [r["es_final"] for r in rows]
+    spread = float(np.std(es_final, ddof=1)) if len(rows) > 1 else float("nan")
+    median_gap = float(np.median([r["final_gap"] for r in rows]))
+    test = analysis.rank_sum([r["proxy_final"] for r in rows], es_final)
+    return {"seeds": rows, "es_spread": spread, "median_final_gap": median_gap,
+            "median_mean_gap": float(np.median([r["mean_gap"] for r in rows])),
+            "predicts": bool(np.isfinite(spread) and abs(median_gap) <= spread),
+            "test": test and test.to_dict()}
+
+
+def breakdown(summaries):
+    """The smallest sigma from which on (there and at every larger sigma measured) the proxy no
+    longer predicts ES, per net: {net: sigma or None}."""
+    out = {}
+    for net in sorted({k[0] for k in summaries}):
+        sigmas = sorted(s for (n, s) in summaries if n == net and summaries[(n, s)])
+        first = None
+        for sigma in reversed(sigmas):
+            if summaries[(net, sigma)]["predicts"]:
+                break
+            first = sigma
+        out[net] = first
+    return out
+
+
+def _p(test):
+    return "n/a" if test is None else "{:.3g} ({:.2g})".format(test["p"], test["min_p"])
+
+
+def markdown(summaries):
+    lines = ["| net | sigma | seeds | ES rho (mean) | ES final (median) | proxy final (median) | median final gap "
+             "(proxy - ES) | median mean gap | ES seed spread (std) | proxy predicts ES? | rank-sum p (smallest) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for (net, sigma), s in summaries.items():
+        if not s:
+            continue
+        rows, t = s["seeds"], s["test"]
+        lines.append(
+            f"| {net} | {sigma:g} | {len(rows)} | {100 * np.mean([r['es_rho'] for r in rows]):.2f}% | "
+            f"{100 * np.median([r['es_final'] for r in rows]):.2f}% | "
+            f"{100 * np.median([r['proxy_final'] for r in rows]):.2f}% | {100 * s['median_final_gap']:+.2f} | "
+            f"{100 * s['median_mean_gap']:+.2f} | {100 * s['es_spread']:.2f} | {'yes' if s['predicts'] else 'no'} | "
+            f"{_p(t)} |")
+    lines.append("")
+    for net, sigma in breakdown(summaries).items():
+        lines.append(f"{net}: " + ("the proxy predicts ES (median final gap within ES's seed spread) at every "
+                                    "sigma measured." if sigma is None else
+                                    f"the proxy stops predicting ES from sigma = {sigma:g} on (median final gap "
+                                    f"outside ES's seed-to-seed standard deviation there and at every larger sigma)."))
+    return "\n".join(lines)
