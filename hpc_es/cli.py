@@ -124,6 +124,8 @@ def _parser():
                         "claim beside ours, full-scale costs, figures) to FILE, e.g. docs/REPRODUCTION.md")
     report.add_argument("--bench", default=os.path.join("benchmarks", "out", "aggregation.json"),
                         help="master-cost benchmark JSON to include, if it exists")
+    report.add_argument("--smoothing", default=os.path.join("benchmarks", "out", "smoothing.json"),
+                        help="benchmarks/smoothing.py's JSON to include, if it exists")
     report.add_argument("--data-dir", help="MNIST directory (for the per-unit costs measured for projections)")
     report.add_argument("--units", help="per-unit costs JSON (benchmarks/out/units.json) instead of measuring")
     report.set_defaults(func=_report)
@@ -297,7 +299,8 @@ def _report(args):
                 units = json.load(f)["units"]
         else:
             units = report.units_for_report(dataset)
-        text = report.reproduction(args.results, units, args.write, bench)
+        smoothing = json.load(open(args.smoothing)) if args.smoothing and os.path.exists(args.smoothing) else None
+        text = report.reproduction(args.results, units, args.write, bench, smoothing=smoothing)
         with open(args.write, "w") as f:
             f.write(text)
         print(f"wrote {args.write}")

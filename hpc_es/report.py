@@ -85,8 +85,11 @@ def paired_curves(path_a, path_b):
     ha, hb = io.read_results(path_a)["history"], io.read_results(path_b)["history"]
     common, ia, ib = np.intersect1d(ha["eval_iteration"], hb["eval_iteration"], return_indices=True)
     a, b = np.asarray(ha["val_accuracy"])[ia], np.asarray(hb["val_accuracy"])[ib]
+    if common.size < 3:  # too few common points for a curve's correlation
+        return {"points": int(common.size), "curve_correlation": float("nan"), "change_correlation": float("nan"),
+                "mean_abs_difference": float(np.mean(np.abs(a - b))) if common.size else float("nan")}
     return {"points": int(common.size), "curve_correlation": analysis.pearson(a, b),
-            "change_correlation": analysis.pearson(np.diff(a), np.diff(b)) if common.size > 2 else float("nan"),
+            "change_correlation": analysis.pearson(np.diff(a), np.diff(b)),
             "mean_abs_difference": float(np.mean(np.abs(a - b)))}
 
 
@@ -157,10 +160,11 @@ def _setup(runs):
     return f"{cfg['net']['arch']}{n}, {cfg['run']['iterations']:,} it., {ranks}, {wall:.0f} s per run"
 
 
-def reproduction(paths, units, write_to=None, bench=None, network=None):
+def reproduction(paths, units, write_to=None, bench=None, network=None, smoothing=None):
     """The markdown of docs/REPRODUCTION.md from results under ``paths`` (and a table1.h5 if
     found), the per-unit ``timing`` of :func:`throughput`, and optionally the master-cost
-    benchmark's JSON ``bench``. A ``<!-- notes -->`` block already in ``write_to`` is kept."""
+    benchmark's JSON ``bench`` and benchmarks/smoothing.py's JSON ``smoothing``. A
+    ``<!-- notes -->`` block already in ``write_to`` is kept."""
     import time
 
     from hpc_es import nets
@@ -266,6 +270,8 @@ def reproduction(paths, units, write_to=None, bench=None, network=None):
             f"{paper_text('acc_es_small99_10k')} (N = 10,000), {paper_text('acc_es_small99_50k')} (N = 50,000)",
             _acc_text(v), _setup(v))
 
+    beyond = beyond_the_paper(runs, smoothing)
+
     from hpc_es import costs
     network = network or costs.Network()
     cost = ["| experiment | job script | ranks | runs | wall time per run | memory per node | projected "
@@ -302,6 +308,15 @@ def reproduction(paths, units, write_to=None, bench=None, network=None):
         "",
         notes,
         "",
+        "## Beyond the paper (ours)",
+        "",
+        "Questions the paper leaves open, answered with its instruments (docs/RESULTS.md, issue 15, has the "
+        "commands and the reasoning). The paper column says what the paper says on each, if anything.",
+        "",
+        "| finding | paper | ours | our setup |",
+        "| --- | --- | --- | --- |",
+        *(beyond or ["| (no run of these kinds given) | | | |"]),
+        "",
         "## What the full-scale runs would cost",
         "",
         "Projected by `hpc_es.costs` (our model: every count from the preset, ranks and runs from its job "
@@ -321,6 +336,73 @@ def reproduction(paths, units, write_to=None, bench=None, network=None):
         report([r.path for r in runs]).split("\n\nPaper figures")[0],
     ]
     return "\n".join(doc) + "\n"
+
+
+NOT_ADDRESSED = "does not address this"
+
+
+def beyond_the_paper(runs, smoothing=None):
+    """Rows (markdown) of the findings beyond the paper that ``runs`` (and the JSON of
+    benchmarks/smoothing.py, ``smoothing``) hold: limited ES's rho against our theory, per-layer
+    rho against our theory, the dose-response, where the proxy stops predicting ES, and what
+    ES estimates as sigma grows."""
+    from hpc_es import dose, proxy_gap
+    rows = []
+    limited = [r for r in runs if runs_mod.method_key(r.config) == "limited" and "rho_theory" in r.history]
+    for r in limited:
+        ratio = np.asarray(r.history["rho"]) / np.asarray(r.history["rho_theory"])
+        rows.append(f"| Limited ES's rho(g, g_true) against our first-order theory | no correlation reported "
+                    f"for limited ES | {100 * np.mean(r.history['rho']):.2f}% measured vs "
+                    f"{100 * np.mean(r.history['rho_theory']):.2f}% predicted (ratio {ratio.mean():.3f}, "
+                    f"{ratio.size} iterations) | {r.config['net']['arch']}, N = {r.config['es']['n_offspring']:,}, "
+                    f"buckets <= {r.config['es']['bucket_size']:,}, {r.config['es']['bucket_choice']} draw |")
+    layered = [r for r in runs if any(k.startswith("rho_theory_") for k in r.history)]
+    for arch in sorted({r.config["net"]["arch"] for r in layered}):
+        group = [r for r in layered if r.config["net"]["arch"] == arch]
+        names = sorted(k[len("rho_theory_"):] for k in group[0].history if k.startswith("rho_theory_"))
+        parts = []
+        for name in names:
+            m = np.concatenate([np.asarray(r.history[f"rho_{name}"]) for r in group if f"rho_{name}" in r.history])
+            t = np.concatenate([np.asarray(r.history[f"rho_theory_{name}"]) for r in group
+                                if f"rho_theory_{name}" in r.history])
+            parts.append(f"{name} {100 * m.mean():.1f}% vs {100 * t.mean():.1f}%")
+        rows.append(f"| Which layers ES estimates well: per-layer rho against our theory | {NOT_ADDRESSED} "
+                    f"(reading notes, Question 1) | {'; '.join(parts)} (measured vs theory, means over "
+                    f"{sum(len(r.history['rho']) for r in group):,} iterations) | {arch}, {plural(len(group), 'ES run')} |")
+    try:
+        groups, at, _ = dose.collect(runs)
+    except ValueError:
+        groups = {}
+    for key, arms in sorted(groups.items()):
+        if "sgd" not in arms or sum(1 for k in arms if k != "sgd") < 3:
+            continue  # a dose-response needs SGD and at least three rho arms (Table 1 alone has two)
+        s = dose.summarize(arms)
+        found = ("every rho measured is significantly below SGD" if s["smallest_rho"] is None else
+                 f"smallest rho not significantly below SGD: {100 * s['smallest_rho']:g}%")
+        if not s["could_reach"]:
+            found = "these run counts cannot reach p < 0.05"
+        rows.append(f"| Accuracy against correlation (the proxy's dose-response) | Table 1: two points, 4% and 20% | "
+                    f"{found} (rank-sum against SGD, {len(s['sgd']['runs'])} SGD runs) | {key[0]}, "
+                    f"rho {', '.join(format(100 * r['rho'], 'g') for r in s['rhos'])}%, iteration {at:,} |")
+    found, _ = proxy_gap.pairs(runs)
+    if found:
+        summaries = {k: proxy_gap.summarize(v) for k, v in found.items()}
+        for net, sigma in proxy_gap.breakdown(summaries).items():
+            sigmas = sorted(k[1] for k in summaries if k[0] == net and summaries[k])
+            verdict = ("the proxy predicts ES at every sigma measured" if sigma is None else
+                       f"the proxy stops predicting ES from sigma = {sigma:g} on")
+            rows.append(f"| Where the ES proxy stops predicting ES | {NOT_ADDRESSED} (reading notes, Question 2; the "
+                        f"paper uses sigma = 0.002) | {verdict} (median final gap against ES's seed spread) | "
+                        f"{net}, sigma {', '.join(f'{x:g}' for x in sigmas)} |")
+    if smoothing:
+        cells = []
+        for row in smoothing["rows"]:
+            cells.append(f"{row['theta']} sigma {row['sigma']:g}: {100 * row['rho_es_true']:.1f}% vs "
+                         f"{100 * row['rho_es_smoothed']:.1f}%")
+        rows.append(f"| What ES estimates as sigma grows: rho with g_true vs with the smoothed loss's gradient | "
+                    f"{NOT_ADDRESSED} | {'; '.join(cells)} | {smoothing['settings']['net']}, N = "
+                    f"{smoothing['settings']['offspring']:,}, benchmarks/smoothing.py |")
+    return rows
 
 
 def _provenance(runs):
