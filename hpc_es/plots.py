@@ -115,17 +115,7 @@ def draw(runs, n, out_dir, formats=("png", "pdf")):
 
     Raises ValueError if no run given belongs to the figure.
     """
-    import matplotlib.pyplot as plt
-
-    fig = figure(runs, n)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = os.path.join(out_dir, f"figure{n}.{fmt}")
-        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else {})
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(figure(runs, n), out_dir, f"figure{n}", formats)
 
 
 def default_out_dir(result_files):
@@ -174,14 +164,7 @@ def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
                f"images at iteration {at:,}; runs: SGD {len(s['runs'])}, proxy {counts}.")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = os.path.join(out_dir, f"dose_response_{net}.{fmt}")
-        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else {})
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out_dir, f"dose_response_{net}", formats)
 
 
 def layers(run, out_dir, formats=("png", "pdf"), window=10):
@@ -235,15 +218,8 @@ def layers(run, out_dir, formats=("png", "pdf"), window=10):
                f"from each iteration's g_true.")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
-    os.makedirs(out_dir, exist_ok=True)
     stem = os.path.basename(os.path.dirname(os.path.abspath(run.path))) or "run"
-    paths = []
-    for fmt in formats:
-        path = os.path.join(out_dir, f"layers_{stem}.{fmt}")
-        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else {})
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return _save(fig, out_dir, f"layers_{stem}", formats)
 
 
 def proxy_gap(summaries, out_dir, formats=("png", "pdf")):
@@ -282,10 +258,19 @@ def proxy_gap(summaries, out_dir, formats=("png", "pdf")):
                    f"initialisation and mini-batches). Seeds per sigma: {seeds}.")
         fig.tight_layout(rect=(0, 0.08, 1, 1))
         fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
-        os.makedirs(out_dir, exist_ok=True)
-        for fmt in formats:
-            path = os.path.join(out_dir, f"proxy_gap_{net}.{fmt}")
-            fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else {})
-            paths.append(path)
-        plt.close(fig)
+        paths += _save(fig, out_dir, f"proxy_gap_{net}", formats)
+    return paths
+
+
+def _save(fig, out_dir, stem, formats):
+    """Write ``fig`` as ``out_dir/stem.<format>`` for each format, close it; the paths written."""
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = os.path.join(out_dir, f"{stem}.{fmt}")
+        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if fmt == "pdf" else {})
+        paths.append(path)
+    plt.close(fig)
     return paths
