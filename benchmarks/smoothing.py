@@ -14,7 +14,9 @@ mini-batch (iteration 0's of run seed 0, batch 50):
 
 rho(g_ES, g_smoothed) is printed raw and divided by the reference's own correlation with the
 truth (the classical correction for attenuation). The finite-difference theory
-sqrt(n / (n + P + 1)) is what ES gives on a locally linear loss.
+sqrt(n / (n + P + 1)) is what ES gives on a locally linear loss; "predicted" is our finite-sigma
+theory (``analysis.expected_rho_smoothed``) from the pairs' mean squared reward difference and
+|g_smoothed|^2.
 
     python benchmarks/smoothing.py [--theta runs/sgd_small/results.h5] [--sigmas 0.002,0.02,0.05,0.1,0.2]
 
@@ -53,8 +55,15 @@ def measure(net, theta, mnist, table, sigma, args):
                                                            args.ref_pairs, rng)
     t_ref = time.perf_counter() - t0
     raw = analysis.pearson(g_es, g_smooth)
+    # our finite-sigma theory: from the pairs' reward differences d = (r+ - r-) / (2 sigma) and
+    # |g_smoothed|^2 (the reference's squared norm times its own squared correlation with the truth)
+    d = es.perturbation_sums(rewards, pop) / (2 * sigma)
+    smooth_sq = float(np.dot(g_smooth, g_smooth)) * rho_ref ** 2
+    predicted = analysis.expected_rho_smoothed(args.offspring // 2, net.n_params, float(np.mean(d ** 2)), smooth_sq)
     return {"sigma": sigma, "rho_es_true": analysis.pearson(g_es, g_true), "rho_es_smoothed_raw": raw,
             "rho_es_smoothed": min(raw / rho_ref, 1.0) if rho_ref > 0 else float("nan"),
+            "predicted_rho_es_smoothed": predicted, "mean_sq_pair_difference": float(np.mean(d ** 2)),
+            "smoothed_sq_norm": smooth_sq, "true_sq_norm": float(np.dot(g_true, g_true)),
             "reference_rho_with_truth": rho_ref, "reference_half_correlation": half_r,
             "rho_smoothed_true": analysis.pearson(g_smooth, g_true),
             "theory": float(analysis.expected_rho(args.offspring // 2, net.n_params)),
@@ -92,13 +101,14 @@ def main():
     result = {"machine": machine_record(1), "settings": vars(args), "rows": []}
     print(f"{net.name} (P = {net.n_params:,}), N = {args.offspring:,}, reference {args.ref_pairs} pairs; "
           f"theory sqrt(n/(n+P+1)) = {100 * analysis.expected_rho(args.offspring // 2, net.n_params):.2f}%")
-    print("theta    sigma   rho(ES,true)  rho(ES,smoothed) [raw, ref's own rho]  rho(smoothed,true)  seconds")
+    print("theta    sigma   rho(ES,true)  rho(ES,smoothed) [raw, ref's own rho]  predicted  rho(smoothed,true)  seconds")
     for label, theta in thetas.items():
         for sigma in sigmas:
             row = {"theta": label, **measure(net, theta, mnist, table, sigma, args)}
             result["rows"].append(row)
             print(f"{label:8s} {sigma:<7g} {100 * row['rho_es_true']:8.2f}%   {100 * row['rho_es_smoothed']:8.2f}%"
                   f"  [{100 * row['rho_es_smoothed_raw']:.2f}%, {100 * row['reference_rho_with_truth']:.1f}%]"
+                  f"  {100 * row['predicted_rho_es_smoothed']:7.2f}%"
                   f"   {100 * row['rho_smoothed_true']:10.2f}%   {row['seconds_es'] + row['seconds_reference']:6.0f}",
                   flush=True)
     write_json(args.json, result)

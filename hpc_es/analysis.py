@@ -87,6 +87,17 @@ def expected_layer_rho(g_true, slices, n_pairs):
     return out
 
 
+def expected_rho_smoothed(n_pairs, n_params, mean_sq_difference, smoothed_sq_norm):
+    """Our theory of rho between ES's estimate from ``n_pairs`` antithetic pairs and the
+    gradient g_s of the Gaussian-smoothed loss, at any sigma: with d = (f(theta + sigma eps)
+    - f(theta - sigma eps)) / (2 sigma) a pair's reward difference, the estimate is the mean of
+    d eps, E[d eps] = g_s and E|d eps|^2 ~ P E[d^2], so rho^2 = n / (n - 1 + P E[d^2] / |g_s|^2).
+    On a locally linear loss E[d^2] = |g|^2 = |g_s|^2 and this is sqrt(n / (n + P - 1)) ~ the
+    finite-difference theory; as sigma grows, the pairs' differences pick up curvature that
+    adds to E[d^2] but not to |g_s|^2, and rho with g_s falls below that theory."""
+    return math.sqrt(n_pairs / (n_pairs - 1.0 + n_params * mean_sq_difference / smoothed_sq_norm))
+
+
 def smoothed_gradient(grad, theta, sigma, n_pairs, rng):
     """Estimate of the gradient of E[f(theta + sigma eps)] (eps ~ N(0, I)) as the mean over
     ``n_pairs`` antithetic pairs of (grad(theta + sigma eps) + grad(theta - sigma eps)) / 2;
