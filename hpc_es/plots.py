@@ -62,6 +62,8 @@ def figure(runs, n):
         colour, style = styles[name]
         ax.plot(x, 100 * med, color=colour, linestyle=style, linewidth=1.4, label=legend(name))
         ax.fill_between(x, 100 * q25, 100 * q75, color=colour, alpha=0.2, linewidth=0)
+    if n in (1, 2) and nets == ["tf_tutorial"]:
+        _draw_paper_finals(ax, acc, configs)
     ax.set_xlabel("Iteration")
     ax.set_ylabel("Validation Accuracy (%)")
     ax.set_title(f"Figure {n}: {FIGURES[n]}", fontsize=11)
@@ -79,6 +81,18 @@ def figure(runs, n):
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
     return fig
+
+
+def _draw_paper_finals(ax, acc, configs):
+    """The paper's final accuracies on tf_tutorial (Sec. 4: ES with N = 10,000, which the proxy
+    models, and SGD) as open triangles at 2,000 iterations, for the methods drawn."""
+    from hpc_es.paper import text, value
+    drawn = {runs_mod.method_key(configs[name]) for name in acc}
+    for keys, paper_key, words in ((("es", "proxy"), "acc_es_tf_10k", "ES, N = 10,000"),
+                                   (("sgd",), "acc_sgd_tf", "SGD")):
+        if drawn & set(keys):
+            ax.plot([2000], [value(paper_key)], linestyle="none", marker="v", markersize=8, markerfacecolor="none",
+                    color=COLOURS[keys[0]], label=f"paper, final (Sec. 4): {words} {text(paper_key)}")
 
 
 def _draw_rho(ax, rho, configs, styles, legend):

@@ -133,9 +133,9 @@ def selects(figure, cfg):
     l2 = cfg["optim"]["l2"]
     if figure == 1:
         return method == "sgd" or (method == "es" and es["mode"] == "minibatch" and full and not l2)
-    if figure == 2:
-        return method == "proxy" or (method == "es" and es["mode"] == "minibatch" and full
-                                     and cfg["measure"]["correlation"])
+    if figure == 2:  # SGD on the same mini-batches as context (the paper's Fig. 2 has ES and proxy only)
+        return method in ("proxy", "sgd") or (method == "es" and es["mode"] == "minibatch" and full
+                                              and cfg["measure"]["correlation"])
     if figure == 3:
         return method == "es" and es["mode"] == "minibatch" and not l2
     if figure == 4:
