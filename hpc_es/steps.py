@@ -125,7 +125,6 @@ class SGDStep:
             rec["rho_sgd_self"] = analysis.pearson(g1, net.grad(theta, x[b2], y[b2]))
         return rec
 
-
     def theory(self, g_true):
         """What our theory expects rho to be this iteration, given g_true ({}: no estimate)."""
         return {}
