@@ -72,16 +72,20 @@ def summarize(by_seed):
     test = analysis.rank_sum([r["proxy_final"] for r in rows], es_final)
     return {"seeds": rows, "es_spread": spread, "median_final_gap": median_gap,
             "median_mean_gap": float(np.median([r["mean_gap"] for r in rows])),
-            "predicts": bool(np.isfinite(spread) and abs(median_gap) <= spread),
+            "predicts": bool(abs(median_gap) <= spread) if np.isfinite(spread) else None,  # None: one seed
             "test": test and test.to_dict()}
 
 
 def breakdown(summaries):
     """The smallest sigma from which on (there and at every larger sigma measured) the proxy no
-    longer predicts ES, per net: {net: sigma or None}."""
+    longer predicts ES, per net: {net: sigma or None}; "undetermined" where a sigma has runs of
+    one seed only (no seed-to-seed spread to compare with)."""
     out = {}
     for net in sorted({k[0] for k in summaries}):
         sigmas = sorted(s for (n, s) in summaries if n == net and summaries[(n, s)])
+        if any(summaries[(net, s)]["predicts"] is None for s in sigmas):
+            out[net] = "undetermined"
+            continue
         first = None
         for sigma in reversed(sigmas):
             if summaries[(net, sigma)]["predicts"]:
@@ -107,10 +111,15 @@ def markdown(summaries):
             f"| {net} | {sigma:g} | {len(rows)} | {100 * np.mean([r['es_rho'] for r in rows]):.2f}% | "
             f"{100 * np.median([r['es_final'] for r in rows]):.2f}% | "
             f"{100 * np.median([r['proxy_final'] for r in rows]):.2f}% | {100 * s['median_final_gap']:+.2f} | "
-            f"{100 * s['median_mean_gap']:+.2f} | {100 * s['es_spread']:.2f} | {'yes' if s['predicts'] else 'no'} | "
+            f"{100 * s['median_mean_gap']:+.2f} | {100 * s['es_spread']:.2f} | "
+            f"{ {True: 'yes', False: 'no', None: 'n/a (one seed)'}[s['predicts']]} | "
             f"{_p(t)} |")
     lines.append("")
     for net, sigma in breakdown(summaries).items():
+        if sigma == "undetermined":
+            lines.append(f"{net}: undetermined: some sigma has runs of one seed only, so no seed-to-seed spread "
+                         f"to compare the gap with (run >= 2 seeds per sigma, better >= 3).")
+            continue
         lines.append(f"{net}: " + ("the proxy predicts ES (median final gap within ES's seed spread) at every "
                                     "sigma measured." if sigma is None else
                                     f"the proxy stops predicting ES from sigma = {sigma:g} on (median final gap "

@@ -389,7 +389,8 @@ def beyond_the_paper(runs, smoothing=None):
         summaries = {k: proxy_gap.summarize(v) for k, v in found.items()}
         for net, sigma in proxy_gap.breakdown(summaries).items():
             sigmas = sorted(k[1] for k in summaries if k[0] == net and summaries[k])
-            verdict = ("the proxy predicts ES at every sigma measured" if sigma is None else
+            verdict = ("undetermined (a sigma with one seed only)" if sigma == "undetermined" else
+                       "the proxy predicts ES at every sigma measured" if sigma is None else
                        f"the proxy stops predicting ES from sigma = {sigma:g} on")
             rows.append(f"| Where the ES proxy stops predicting ES | {NOT_ADDRESSED} (reading notes, Question 2; the "
                         f"paper uses sigma = 0.002) | {verdict} (median final gap against ES's seed spread) | "

@@ -237,6 +237,9 @@ def test_proxy_gap_finds_the_sigma_where_the_proxy_stops_predicting_es(tmp_path,
     out = capsys.readouterr().out
     assert "the proxy stops predicting ES from sigma = 0.2 on" in out and "orphan" in out
     assert (tmp_path / "fig" / "proxy_gap_small.png").exists()
+    one = {k: proxy_gap.summarize({0: v[0]}) for k, v in found.items()}  # one seed: no spread, no verdict
+    assert one[("small", 0.2)]["predicts"] is None and proxy_gap.breakdown(one) == {"small": "undetermined"}
+    assert "n/a (one seed)" in proxy_gap.markdown(one)
 
 
 def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
