@@ -356,7 +356,9 @@ def beyond_the_paper(runs, smoothing=None):
                     f"{100 * np.mean(r.history['rho_theory']):.2f}% predicted (ratio {ratio.mean():.3f}, "
                     f"{ratio.size} iterations) | {r.config['net']['arch']}, N = {r.config['es']['n_offspring']:,}, "
                     f"buckets <= {r.config['es']['bucket_size']:,}, {r.config['es']['bucket_choice']} draw |")
-    layered = [r for r in runs if any(k.startswith("rho_theory_") for k in r.history)]
+    paper_sigma = config.Config().es.sigma  # the theory is first order in sigma: runs at the paper's
+    layered = [r for r in runs if any(k.startswith("rho_theory_") for k in r.history)
+               and r.config["es"]["sigma"] == paper_sigma]
     for arch in sorted({r.config["net"]["arch"] for r in layered}):
         group = [r for r in layered if r.config["net"]["arch"] == arch]
         names = sorted(k[len("rho_theory_"):] for k in group[0].history if k.startswith("rho_theory_"))
@@ -366,7 +368,8 @@ def beyond_the_paper(runs, smoothing=None):
             t = np.concatenate([np.asarray(r.history[f"rho_theory_{name}"]) for r in group
                                 if f"rho_theory_{name}" in r.history])
             parts.append(f"{name} {100 * m.mean():.1f}% vs {100 * t.mean():.1f}%")
-        rows.append(f"| Which layers ES estimates well: per-layer rho against our theory | {NOT_ADDRESSED} "
+        rows.append(f"| Which layers ES estimates well: per-layer rho against our theory (sigma {paper_sigma:g}) | "
+                    f"{NOT_ADDRESSED} "
                     f"(reading notes, Question 1) | {'; '.join(parts)} (measured vs theory, means over "
                     f"{sum(len(r.history['rho']) for r in group):,} iterations) | {arch}, {plural(len(group), 'ES run')} |")
     try:
