@@ -201,15 +201,18 @@ def layers(run, out_dir, formats=("png", "pdf"), window=10):
     fig, axes = plt.subplots(1, 2 if shares else 1, figsize=(12 if shares else 7, 4.8), squeeze=False)
     ax = axes[0][0]
     palette = plt.get_cmap("tab10")
+    def smooth(values):  # moving median over the last `window` iterations
+        v = np.asarray(values, float)
+        return np.array([np.median(v[max(0, j - window + 1):j + 1]) for j in range(len(v))])
+
     for i, name in enumerate(sorted(names)):
-        measured = np.asarray(h[f"rho_{name}"], float)
-        smooth = np.array([np.median(measured[max(0, j - window + 1):j + 1]) for j in range(len(measured))])
-        ax.plot(x, 100 * smooth, color=palette(i), linewidth=1.3, label=f"{name}: measured")
-        ax.plot(x, 100 * np.asarray(h[f"rho_theory_{name}"], float), color=palette(i), linestyle="--",
-                linewidth=1, label=f"{name}: theory")
+        ax.plot(x, 100 * smooth(h[f"rho_{name}"]), color=palette(i), linewidth=1.3, label=f"{name}: measured")
+        ax.plot(x, 100 * smooth(h[f"rho_theory_{name}"]), color=palette(i), linestyle="--", linewidth=1,
+                label=f"{name}: theory")
     from matplotlib.ticker import FormatStrFormatter
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("Iteration")
     ax.set_ylabel("rho(g_ES, g_true) within the layer (%), log scale")
     ax.set_title("Per-Layer Gradient Correlation", fontsize=11)
@@ -218,16 +221,17 @@ def layers(run, out_dir, formats=("png", "pdf"), window=10):
     if shares:
         ax2 = axes[0][1]
         for i, name in enumerate(sorted(shares)):
-            ax2.plot(x, 100 * np.asarray(h[f"gshare_{name}"], float), color=palette(i), linewidth=1.2, label=name)
+            ax2.plot(x, 100 * smooth(h[f"gshare_{name}"]), color=palette(i), linewidth=1.2, label=name)
         ax2.set_yscale("log")
         ax2.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax2.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax2.set_xlabel("Iteration")
         ax2.set_ylabel("share of |g_true|^2 (%), log scale")
         ax2.set_title("Each Layer's Share of the Squared Gradient Norm", fontsize=11)
         ax2.grid(alpha=0.3, which="both")
         ax2.legend(fontsize=8)
     cfg = run.config
-    caption = (f"{cfg['net']['arch']} net, {runs_mod.describe(cfg)}, seed {run.seed}; measured: moving median over "
+    caption = (f"{cfg['net']['arch']} net, {runs_mod.describe(cfg)}, seed {run.seed}; every line a moving median over "
                f"{window} iterations; theory (ours): sqrt(n |g_S|^2 / (n |g_S|^2 + |S| |g|^2 + |g_S|^2)), n = N/2, "
                f"from each iteration's g_true.")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
