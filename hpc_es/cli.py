@@ -331,11 +331,15 @@ def _dose(args):
     runs = runs_mod.load_runs(args.results)
     try:
         groups, at, skipped = dose.collect(runs, args.at)
-        summaries = {key: dose.summarize(arms) for key, arms in sorted(groups.items())}
     except ValueError as err:
         raise config.ConfigError(f"hpc-es dose {' '.join(args.results)}: {err}") from None
-    if not groups:
-        raise config.ConfigError(f"hpc-es dose: no run validated at iteration {at} ({skipped} runs without it)")
+    summaries = {key: dose.summarize(arms) for key, arms in sorted(groups.items()) if "sgd" in arms}
+    for net, departures in sorted(set(groups) - set(summaries)):
+        print(f"(left out: the proxy runs on {net}{''.join(', ' + d for d in departures)} have no SGD runs "
+              f"trained alike to compare with)")
+    if not summaries:
+        raise config.ConfigError(f"hpc-es dose: no SGD runs with proxies trained alike validated at iteration "
+                                 f"{at} ({skipped} runs without a validation there)")
     units = None
     if args.units:
         try:
