@@ -261,7 +261,8 @@ def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
             _write(tmp_path, f"p{rho}-{seed}", "proxy_small_local", seed, np.full(3, acc + 0.001 * seed),
                    overrides=[f"proxy.rho={rho}"])
     smoothing = {"settings": {"net": "small", "offspring": 4000},
-                 "rows": [{"theta": "initial", "sigma": 0.2, "rho_es_true": 0.08, "rho_es_smoothed": 0.24}]}
+                 "rows": [{"theta": "initial", "sigma": 0.2, "rho_es_true": 0.08, "rho_es_smoothed": 0.24,
+                           "predicted_rho_es_smoothed": 0.25}]}
     text = report.reproduction([str(tmp_path)], _offspring_only_units(), str(tmp_path / "R.md"),
                                network=_free_network(), smoothing=smoothing)
     section = text.split("## Beyond the paper (ours)")[1].split("## What the full-scale")[0]
@@ -269,4 +270,4 @@ def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
     assert "22.00% measured vs 20.00% predicted (ratio 1.100, 6 iterations)" in section
     assert "conv1 30.0% vs 30.0%; fc1 8.0% vs 8.0%" in section
     assert "smallest rho not significantly below SGD: 16%" in section and "rho 1, 4, 16%, iteration 30" in section
-    assert "initial sigma 0.2: 8.0% vs 24.0%" in section and section.count("does not address this") == 2
+    assert "initial sigma 0.2: 8.0% vs 24.0% (theory 25.0%)" in section and section.count("does not address this") == 2
