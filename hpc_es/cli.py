@@ -294,11 +294,7 @@ def _report(args):
         from hpc_es import data
         dataset = data.load_mnist(args.data_dir or None)
         bench = json.load(open(args.bench)) if args.bench and os.path.exists(args.bench) else None
-        if args.units:
-            with open(args.units) as f:
-                units = json.load(f)["units"]
-        else:
-            units = report.units_for_report(dataset)
+        units = _read_units(args.units) if args.units else report.units_for_report(dataset)
         smoothing = json.load(open(args.smoothing)) if args.smoothing and os.path.exists(args.smoothing) else None
         text = report.reproduction(args.results, units, args.write, bench, smoothing=smoothing)
         with open(args.write, "w") as f:
@@ -325,8 +321,6 @@ def _report(args):
 
 
 def _dose(args):
-    import json
-
     from hpc_es import config, dose, plots, runs as runs_mod
     runs = runs_mod.load_runs(args.results)
     try:
@@ -340,13 +334,7 @@ def _dose(args):
     if not summaries:
         raise config.ConfigError(f"hpc-es dose: no SGD runs with proxies trained alike validated at iteration "
                                  f"{at} ({skipped} runs without a validation there)")
-    units = None
-    if args.units:
-        try:
-            with open(args.units) as f:
-                units = json.load(f)["units"]
-        except (OSError, ValueError, KeyError) as err:
-            raise config.ConfigError(f"--units {args.units}: cannot be read as a units JSON ({err})") from None
+    units = _read_units(args.units) if args.units else None
     out = args.out or plots.default_out_dir([r.path for r in runs])
     record = []
     for key, summary in summaries.items():
@@ -374,6 +362,18 @@ def _gap(args):
     print("figure: " + ", ".join(plots.proxy_gap(summaries, out)))
     record = [{"net": k[0], "sigma": k[1], **s} for k, s in summaries.items() if s]
     _write_json(os.path.join(out, "proxy_gap.json"), record)
+
+
+def _read_units(path):
+    """The per-unit costs of a units JSON (--units), or a ConfigError naming the file."""
+    import json
+
+    from hpc_es import config
+    try:
+        with open(path) as f:
+            return json.load(f)["units"]
+    except (OSError, ValueError, KeyError) as err:
+        raise config.ConfigError(f"--units {path}: cannot be read as a units JSON ({err})") from None
 
 
 def _write_json(path, record):
@@ -421,11 +421,7 @@ def _plan(args):
     rhos = _rhos(args.rhos) if table1 else []
     runs = args.runs or (header.get("runs") if not table1 else None) or (20 if table1 else 1)
     if args.units:
-        try:
-            with open(args.units) as f:
-                units = json.load(f)["units"]
-        except (OSError, ValueError, KeyError) as err:
-            raise config.ConfigError(f"--units {args.units}: cannot be read as a units JSON ({err})") from None
+        units = _read_units(args.units)
         if cfg.net.arch not in units:
             raise config.ConfigError(f"--units {args.units}: has no costs for net.arch = {cfg.net.arch!r}")
     else:

@@ -209,27 +209,12 @@ def layers(run, out_dir, formats=("png", "pdf"), window=10):
         ax.plot(x, 100 * smooth(h[f"rho_{name}"]), color=palette(i), linewidth=1.3, label=f"{name}: measured")
         ax.plot(x, 100 * smooth(h[f"rho_theory_{name}"]), color=palette(i), linestyle="--", linewidth=1,
                 label=f"{name}: theory")
-    from matplotlib.ticker import FormatStrFormatter
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.set_xlabel("Iteration")
-    ax.set_ylabel("rho(g_ES, g_true) within the layer (%), log scale")
-    ax.set_title("Per-Layer Gradient Correlation", fontsize=11)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, ncol=2)
+    _log_panel(ax, "rho(g_ES, g_true) within the layer (%), log scale", "Per-Layer Gradient Correlation", ncol=2)
     if shares:
         ax2 = axes[0][1]
         for i, name in enumerate(sorted(shares)):
             ax2.plot(x, 100 * smooth(h[f"gshare_{name}"]), color=palette(i), linewidth=1.2, label=name)
-        ax2.set_yscale("log")
-        ax2.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax2.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-        ax2.set_xlabel("Iteration")
-        ax2.set_ylabel("share of |g_true|^2 (%), log scale")
-        ax2.set_title("Each Layer's Share of the Squared Gradient Norm", fontsize=11)
-        ax2.grid(alpha=0.3, which="both")
-        ax2.legend(fontsize=8)
+        _log_panel(ax2, "share of |g_true|^2 (%), log scale", "Each Layer's Share of the Squared Gradient Norm")
     cfg = run.config
     caption = (f"{cfg['net']['arch']} net, {runs_mod.describe(cfg)}, seed {run.seed}; every line a moving median over "
                f"{window} iterations; theory (ours): sqrt(n |g_S|^2 / (n |g_S|^2 + |S| |g|^2 + |g_S|^2)), n = N/2, "
@@ -292,3 +277,16 @@ def _save(fig, out_dir, stem, formats):
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def _log_panel(ax, ylabel, title, ncol=1):
+    """A panel against iterations with a log y axis labelled in plain numbers."""
+    from matplotlib.ticker import FormatStrFormatter
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_xlabel("Iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, ncol=ncol)
