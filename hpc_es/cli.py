@@ -149,6 +149,9 @@ def _parser():
                       "every run reached)")
     dose.add_argument("--units", help="per-unit costs JSON (benchmarks/out/units.json) to add each rho's ES "
                       "cost; without it, no costs")
+    dose.add_argument("--pair", dest="pairs", action="append", type=_rho_pair, metavar="RHO_A,RHO_B",
+                      help="also test these two rho arms against each other (repeatable; default: each rho "
+                      "against the next smaller)")
     dose.add_argument("--out", help="directory for dose_response_<net>.{png,pdf} and dose_response.json "
                       "(default: figures/ beside the results)")
     dose.set_defaults(func=_dose)
@@ -252,6 +255,14 @@ def _rhos(text):
     return rhos
 
 
+def _rho_pair(text):
+    """--pair: two correlations "RHO_A,RHO_B"."""
+    rhos = _rhos(text)
+    if len(rhos) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected two correlations RHO_A,RHO_B")
+    return tuple(rhos)
+
+
 def _plot(args):
     from hpc_es import plots, runs as runs_mod
     runs = runs_mod.load_runs(args.results)
@@ -327,7 +338,7 @@ def _dose(args):
         groups, at, skipped = dose.collect(runs, args.at)
     except ValueError as err:
         raise config.ConfigError(f"hpc-es dose {' '.join(args.results)}: {err}") from None
-    summaries = {key: dose.summarize(arms) for key, arms in sorted(groups.items()) if "sgd" in arms}
+    summaries = {key: dose.summarize(arms, pairs=args.pairs) for key, arms in sorted(groups.items()) if "sgd" in arms}
     for net, departures in sorted(set(groups) - set(summaries)):
         print(f"(left out: the proxy runs on {net}{''.join(', ' + d for d in departures)} have no SGD runs "
               f"trained alike to compare with)")

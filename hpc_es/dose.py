@@ -9,6 +9,9 @@ seed share initialisation and mini-batches), at one validation iteration T:
   (:func:`hpc_es.analysis.rank_sum`);
 * the runs per method a rank-sum test would need for 80% power against SGD
   (:func:`hpc_es.analysis.runs_for_power`, a normal model of each arm's runs);
+* between rho arms (by default each against the next smaller one; ``pairs`` names others, e.g.
+  limited ES's rho against full ES's): the same test, effect size and runs for 80% power, so
+  "does more correlation buy accuracy here" has its own answer, with or without SGD beside it;
 * the smallest rho whose accuracy is not significantly below SGD's (p >= alpha or a median at
   or above SGD's), at that rho and at every larger one; with run counts that cannot reach
   p < alpha the answer is "every rho" and says so;
@@ -51,9 +54,11 @@ def collect(runs, at=None):
     return groups, at, skipped
 
 
-def summarize(arms, alpha=ALPHA):
-    """One group's curve: {"sgd": stats, "rhos": [stats per rho, ascending], "smallest_rho": rho or
-    None, "could_reach": bool}; stats = runs, median, q25, q75, and for a rho its test against SGD."""
+def summarize(arms, alpha=ALPHA, pairs=None):
+    """One group's curve: {"sgd": stats, "rhos": [stats per rho, ascending], "between": [rho against
+    rho], "smallest_rho": rho or None, "could_reach": bool}; stats = runs, median, q25, q75, and for
+    a rho its test against SGD. ``pairs``: [(rho_a, rho_b)] to compare (those of this group with runs
+    in both arms; default: each rho against the next smaller)."""
     if "sgd" not in arms:
         raise ValueError("no SGD runs in this group: the dose-response is read against SGD")
     sgd = _stats(arms["sgd"])
@@ -71,7 +76,32 @@ def summarize(arms, alpha=ALPHA):
             break
         smallest = row["rho"]
     could = any(r["test"] and r["test"]["min_p"] < alpha for r in rows)
-    return {"sgd": sgd, "rhos": rows, "smallest_rho": smallest, "could_reach": could, "alpha": alpha}
+    return {"sgd": sgd, "rhos": rows, "between": between(rows, pairs, alpha), "smallest_rho": smallest,
+            "could_reach": could, "alpha": alpha}
+
+
+def between(rows, pairs=None, alpha=ALPHA):
+    """Rank-sum tests between rho arms of one group (``rows`` as in :func:`summarize`): each pair
+    (lower rho, higher rho) with the test of the higher against the lower (effect > 0: more
+    correlation, more accuracy) and the runs per arm a rank-sum test would need for 80% power.
+    ``pairs`` None: each rho against the next smaller; else only the pairs whose rhos are here."""
+    by_rho = {r["rho"]: r for r in rows}
+    if pairs is None:
+        chosen = list(zip(sorted(by_rho), sorted(by_rho)[1:]))
+    else:
+        chosen = [tuple(sorted(p)) for p in pairs if all(_match(x, by_rho) is not None for x in p)]
+        chosen = [(_match(a, by_rho), _match(b, by_rho)) for a, b in chosen]
+    out = []
+    for lo, hi in chosen:
+        test = analysis.rank_sum(by_rho[hi]["runs"], by_rho[lo]["runs"])
+        out.append({"low": lo, "high": hi, "test": test and test.to_dict(),
+                    "runs_for_power": analysis.runs_for_power(by_rho[hi]["runs"], by_rho[lo]["runs"], alpha=alpha)[0]})
+    return out
+
+
+def _match(rho, by_rho):
+    """The arm of ``by_rho`` whose rho equals ``rho`` to printing precision (0.039 == 0.0390), or None."""
+    return next((r for r in by_rho if math.isclose(r, rho, rel_tol=1e-6)), None)
 
 
 def _stats(by_seed):
@@ -117,6 +147,15 @@ def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
                 count, hours = es_cost(row["rho"], n, at, units)
                 line += f" {count:,} | {hours:,.0f} |" if hours >= 10 else f" {count:,} | {hours:.2g} |"
         lines.append(line)
+    if summary.get("between"):
+        lines += ["", "| higher rho against lower | medians | rank-sum: p (smallest possible), r | runs for 80% power |",
+                  "| --- | ---: | ---: | ---: |"]
+        by_rho = {r["rho"]: r for r in summary["rhos"]}
+        for pair in summary["between"]:
+            t, hi, lo = pair["test"], by_rho[pair["high"]], by_rho[pair["low"]]
+            test = "n/a" if t is None else f"{t['p']:.3g} ({t['min_p']:.2g}), {t['effect'][1]:+.2f}"
+            lines.append(f"| {100 * pair['high']:g}% against {100 * pair['low']:g}% | {100 * hi['median']:.2f}% vs "
+                         f"{100 * lo['median']:.2f}% | {test} | {pair['runs_for_power'] or '> 200'} |")
     lines.append("")
     if not summary["could_reach"]:
         lines.append(f"These run counts cannot reach p < {alpha} in any comparison: no rho can be called "

@@ -7,24 +7,9 @@
 set -euo pipefail
 ranks=${1:-2}
 root=${HPC_ES_RUNS:-runs}/local
-mpiexec=${MPIEXEC:-mpiexec}
 export HPC_ES_THREADS=${HPC_ES_THREADS:-1}
 
-run() {  # run NAME PRESET [hpc-es train args...]
-  local name=$1 preset=$2; shift 2
-  local out=$root/$name
-  if [ -f "$out/results.h5" ] && [ ! -f "$out/.lock" ] && python - "$out" <<'PY'
-import sys
-from hpc_es import config, io
-res = io.read_results(sys.argv[1] + "/results.h5")
-sys.exit(0 if res["completed_iterations"] >= res["config"]["run"]["iterations"] else 1)
-PY
-  then echo "== $name: done"; return; fi
-  echo "== $name: $preset $*"
-  local start=$SECONDS
-  "$mpiexec" -n "$ranks" python -m mpi4py -m hpc_es train "$preset" --out "$out" --quiet --resume auto "$@"
-  echo "== $name: $((SECONDS - start)) s"
-}
+. "$(dirname "$0")/_run.sh"
 
 for seed in 0 1 2; do
   # Fig. 1 and Fig. 2: ES with gradient correlation, the SGD control and the ES proxy on the same mini-batches
@@ -46,7 +31,7 @@ run fig5_n2000 es_small99_local --set run.eval_every=5 --set es.n_offspring=2000
 # Sec. 4: the population for 20% correlation; Table 1
 run population population_small_local
 if [ ! -f "$root/table1/table1.h5" ]; then
-  "$mpiexec" -n "$ranks" python -m mpi4py -m hpc_es table1 table1_small_local --runs 6 --out "$root/table1"
+  "${MPIEXEC:-mpiexec}" -n "$ranks" python -m mpi4py -m hpc_es table1 table1_small_local --runs 6 --out "$root/table1"
 fi
 for n in 1 2 3 4 5; do  # each figure from the runs made for it
   case $n in 1) dirs=("$root"/fig1_*) ;; 2) dirs=("$root"/fig1_es_* "$root"/fig2_*) ;; *) dirs=("$root"/fig${n}_*) ;; esac

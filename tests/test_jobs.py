@@ -98,6 +98,32 @@ def test_local_script_runs_then_resumes(mnist_dir, tmp_path):
     assert nompi.returncode == 2 and "no-such-mpiexec not found" in nompi.stderr, nompi.stderr
 
 
+def test_beyond_script_queues_one_rank_runs_and_counts_failures(tmp_path):
+    """jobs/beyond_local.sh: every run of a section is one rank with --resume auto in its own
+    directory, at most HPC_ES_JOBS at a time; a failed run is counted (exit 1), the others still
+    run; an unknown section stops before any run. (mpiexec is a stand-in that logs its command.)"""
+    script = os.path.join(ROOT, "jobs", "beyond_local.sh")
+    fake = tmp_path / "mpiexec"
+    fake.write_text("#!/bin/bash\n"
+                    "n=$(ls $LOG.d 2>/dev/null | wc -l); echo $n >> $LOG.peak; touch $LOG.d/$$\n"
+                    "echo \"$*\" >> $LOG; sleep 0.1; rm $LOG.d/$$\n"
+                    "case \"$*\" in *proxy.rho=0.64*seed=4*) exit 3 ;; esac\n")
+    fake.chmod(0o755)
+    log = tmp_path / "log"
+    (tmp_path / "log.d").mkdir()
+    env = _env(HPC_ES_RUNS=str(tmp_path / "runs"), MPIEXEC=str(fake), LOG=str(log), HPC_ES_JOBS="3")
+    proc = subprocess.run(["bash", script, "dose"], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 1 and "1 runs failed" in proc.stderr, proc.stdout + proc.stderr
+    lines = log.read_text().splitlines()
+    outs = {line.split("--out ")[1].split()[0] for line in lines}
+    assert len(lines) == len(outs) == 30 and all(line.startswith("-n 1 python -m mpi4py -m hpc_es train ") and
+                                                 "--resume auto" in line for line in lines)
+    assert str(tmp_path / "runs" / "dose" / "proxy_0.01-seed0") in outs
+    assert max(int(n) for n in (tmp_path / "log.peak").read_text().split()) < 3  # others running when one starts
+    bad = subprocess.run(["bash", script, "dose", "tables"], capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "unknown section 'tables'" in bad.stderr and len(log.read_text().splitlines()) == 30
+
+
 # ---- a real Slurm --------------------------------------------------------------------------
 RANKS = 2  # every Slurm test job runs on this many tasks of the one node
 JOB_NAMES = ("hpcesfinish", "hpcespre")  # the jobs these tests submit

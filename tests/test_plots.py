@@ -178,10 +178,16 @@ def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path,
     assert [r["rho"] for r in s["rhos"]] == [0.01, 0.04, 0.16, 0.64]
     assert [r["below_sgd"] for r in s["rhos"]] == [True, True, False, False]
     assert np.isclose(s["rhos"][0]["test"]["p"], 2 / 252) and s["smallest_rho"] == 0.16 and s["could_reach"]
+    # between arms: each against the next smaller by default; 4% wholly above 1% (p = 2/252, r = +1)
+    assert [(b["low"], b["high"]) for b in s["between"]] == [(0.01, 0.04), (0.04, 0.16), (0.16, 0.64)]
+    assert np.isclose(s["between"][0]["test"]["p"], 2 / 252) and s["between"][0]["test"]["effect"][1] == 1.0
+    chosen = dose.summarize(groups[("small", ())], pairs=[(0.64, 0.0100000001), (0.04, 0.3)])["between"]
+    assert [(b["low"], b["high"]) for b in chosen] == [(0.01, 0.64)]  # 0.3 has no arm: left out
     n, hours = dose.es_cost(0.2, "tf_tutorial", 2000, _units())
     assert n == 2 * int(np.ceil(0.04 * 3274635 / 0.96)) and hours > 0
-    assert cli.main([*"dose --at 40 --out".split(), str(tmp_path / "fig"), str(tmp_path)]) == 0
+    assert cli.main([*"dose --at 40 --pair 0.01,0.16 --out".split(), str(tmp_path / "fig"), str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    assert "| 16% against 1% | " in out and "| 4% against 1% |" not in out
     assert "Smallest rho not significantly below SGD (two-sided rank-sum" in out and ": 16%." in out
     assert (tmp_path / "fig" / "dose_response_small.png").exists() and (tmp_path / "fig" / "dose_response.json").exists()
     two = dose.summarize({"sgd": {0: 0.9, 1: 0.91}, 0.01: {0: 0.1, 1: 0.2}})  # 2 vs 2: min p = 1/3

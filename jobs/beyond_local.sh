@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The questions the paper leaves open (docs/RESULTS.md, issue 15) and Table 1 at the paper's
+# 40,000 iterations, at the scale a small machine affords; then their tables and figures.
+#   jobs/beyond_local.sh [SECTION...]    (default: all; results under ${HPC_ES_RUNS:-runs})
+# SECTION: table1  Table 1's three arms, small net, 40,000 iterations, 5 seeds  (~4.5 core-hours)
+#          sigma   ES at sigma 0.002..0.2 beside a proxy that follows its rho, 3 seeds (~4.3)
+#          limited tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
+#                  2,000 iterations, 5 seeds each                                    (~3)
+#          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
+#          layers  ES on the small net to >= 90% with per-layer rho logged            (~1.3)
+#          report  the tables and figures of whatever is complete (after the runs of the sections named)
+# Every run is one MPI rank; $HPC_ES_JOBS of them (default: the number of cores) run at a time.
+# Every run resumes if interrupted and is skipped once complete: start the script again.
+# Core-hours as measured on the 2-core VM of 2026-11-27 (docs/RESULTS.md), about 15 in all.
+set -uo pipefail
+home=$(cd "$(dirname "$0")/.." && pwd)
+root=${HPC_ES_RUNS:-runs}
+ranks=1
+max_jobs=${HPC_ES_JOBS:-$(nproc)}
+export HPC_ES_THREADS=${HPC_ES_THREADS:-1}
+venv=${HPC_ES_VENV:-$home/.venv}  # as jobs/local.sh: the checkout's environment if there is one
+if [ -f "$venv/bin/activate" ]; then . "$venv/bin/activate"; fi
+. "$home/jobs/_run.sh"
+sections=("$@")
+[ ${#sections[@]} -gt 0 ] || sections=(table1 sigma limited dose layers report)
+for s in "${sections[@]}"; do
+  case "$s" in table1|sigma|limited|dose|layers|report) ;;
+    *) echo "jobs/beyond_local.sh: unknown section '$s' (expected table1 sigma limited dose layers report)" >&2
+       exit 2 ;;
+  esac
+done
+wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
+
+failed=0
+spawn() {  # spawn COMMAND...: in the background, at most $max_jobs at a time
+  while [ "$(jobs -rp | wc -l)" -ge "$max_jobs" ]; do wait -n || failed=$((failed + 1)); done
+  "$@" &
+}
+
+T1="--set run.iterations=40000 --set run.eval_every=10000 --set run.checkpoint_every=2000 --set run.log_every=5000"
+SEEDS5="0 1 2 3 4"
+if wants table1; then  # the runs `hpc-es table1 table1_small_local --runs 5` would make, in the same directories
+  for seed in $SEEDS5; do
+    spawn run t1_40k/table1_small_local/sgd-seed$seed table1_small_local $T1 --set run.seed=$seed
+    for rho in 0.04 0.2; do
+      spawn run t1_40k/table1_small_local/proxy_$rho-seed$seed table1_small_local $T1 --set run.seed=$seed \
+        --set run.method=proxy --set proxy.rho=$rho
+    done
+  done
+fi
+
+SIGMAS="0.002 0.02 0.05 0.1 0.2"
+sigma_pair() {  # ES at sigma $1, seed $2, then the proxy that follows the rho it measured
+  local s=$1 seed=$2
+  run sigma/es_s${s}_seed$seed corr_small_local --set es.sigma=$s --set run.seed=$seed \
+    --set measure.sgd_self_correlation=false --set run.eval_every=10 &&
+  run sigma/proxy_s${s}_seed$seed proxy_small_local --set proxy.rho_from="$root/sigma/es_s${s}_seed$seed/results.h5" \
+    --set run.seed=$seed --set run.eval_every=10
+}
+if wants sigma; then  # (sigma 0.002, seed 0) goes with section layers when both are asked for
+  for seed in 0 1 2; do for s in $SIGMAS; do
+    if [ "$s/$seed" != 0.002/0 ] || ! wants layers; then spawn sigma_pair "$s" "$seed"; fi
+  done; done
+fi
+
+TF="--set run.eval_every=50 --set run.log_every=100"
+if wants limited; then  # 3.9%: Fig. 2's proxy runs (seeds 0-2 with SGD beside them), two more seeds
+  for seed in 3 4; do spawn run fig2_tf/seed$seed/proxy_tf_paper proxy_tf_paper $TF --set run.seed=$seed; done
+  for rho in 0.101 0.089; do  # limited ES's measured rho: uniform bucket draw, size-proportional draw
+    for seed in $SEEDS5; do
+      spawn run limited_tf/rho$rho/seed$seed proxy_tf_paper $TF --set proxy.rho=$rho --set run.seed=$seed
+    done
+  done
+fi
+
+DOSE_RHOS="0.01 0.02 0.08 0.16 0.32 0.64"  # with Table 1's 4% and SGD (read at 10,000 iterations)
+if wants dose; then
+  for seed in $SEEDS5; do for rho in $DOSE_RHOS; do
+    spawn run dose/proxy_$rho-seed$seed table1_small_local --set run.method=proxy --set proxy.rho=$rho \
+      --set run.seed=$seed --set run.iterations=10000 --set run.eval_every=2000 --set run.checkpoint_every=2000
+  done; done
+fi
+
+LAYERS_ITERATIONS=${LAYERS_ITERATIONS:-1200}  # the rho-9% proxy passes 90% near iteration 900
+layers_run() {  # the sigma = 0.002 seed 0 run of section sigma, continued (its first 200 iterations reused)
+  local src=$root/sigma/es_s0.002_seed0 dst=$root/layers_small/es
+  if wants sigma; then sigma_pair 0.002 0 || return; fi
+  if [ ! -e "$dst" ]; then
+    run sigma/es_s0.002_seed0 corr_small_local --set es.sigma=0.002 --set run.seed=0 \
+      --set measure.sgd_self_correlation=false --set run.eval_every=10 || return
+    mkdir -p "$root/layers_small" && cp -r "$src" "$dst.tmp" && mv "$dst.tmp" "$dst"
+  fi
+  run layers_small/es corr_small_local --set es.sigma=0.002 --set run.seed=0 --set measure.sgd_self_correlation=false \
+    --set run.eval_every=10 --set run.iterations=$LAYERS_ITERATIONS
+}
+if wants layers; then spawn layers_run; fi
+
+while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
+[ "$failed" = 0 ] || echo "jobs/beyond_local.sh: $failed runs failed (see above); the tables below leave them out" >&2
+
+wants report || exit "$((failed > 0))"
+# The tables and figures of whatever is complete (each step says so when its runs are missing).
+report() {  # report TITLE COMMAND...
+  echo "== $1"; shift
+  "$@" || echo "   (not yet: the runs it needs are missing or incomplete)"
+}
+figs=$home/docs/figures
+units=()
+[ -f "$home/benchmarks/out/units.json" ] && units=(--units "$home/benchmarks/out/units.json")
+t1=$root/t1_40k/table1_small_local
+if complete "$t1"/{sgd,proxy_0.04,proxy_0.2}-seed{0,1,2,3,4}; then  # all there: table1 only reads them
+  report "Table 1 at 40,000 iterations" python -m hpc_es table1 table1_small_local --runs 5 $T1 --out "$t1"
+else
+  echo "== Table 1 at 40,000 iterations: not yet (runs missing or incomplete under $t1)"
+fi
+report "dose-response, small net, at 10,000 iterations" python -m hpc_es dose "$t1" "$root/dose" \
+  --at 10000 "${units[@]}" --out "$figs/dose"
+report "limited vs full ES as proxies, tf_tutorial, at 2,000 iterations" python -m hpc_es dose "$root/fig2_tf" "$root/limited_tf" \
+  --at 2000 --pair 0.039,0.101 --pair 0.039,0.089 --out "$figs/limited"
+report "the proxy against ES at each sigma" python -m hpc_es gap "$root/sigma" --out "$figs/sigma"
+report "which layers ES gets right, small net" python -m hpc_es plot "$root/layers_small/es" --layers --out "$figs/layers"
+exit "$((failed > 0))"
