@@ -377,8 +377,9 @@ def beyond_the_paper(runs, smoothing=None):
     except ValueError:
         groups = {}
     for key, arms in sorted(groups.items()):
-        if "sgd" not in arms or sum(1 for k in arms if k != "sgd") < 3:
-            continue  # a dose-response needs SGD and at least three rho arms (Table 1 alone has two)
+        rows += _fig3_as_proxies(key, arms, at)
+        if "sgd" not in arms or sum(1 for k in arms if k != "sgd") < 4:
+            continue  # a dose-response: SGD and at least four rho arms (Table 1 has two, Fig. 3 as proxies three)
         s = dose.summarize(arms)
         found = ("every rho measured is significantly below SGD" if s["smallest_rho"] is None else
                  f"smallest rho not significantly below SGD: {100 * s['smallest_rho']:g}%")
@@ -409,6 +410,30 @@ def beyond_the_paper(runs, smoothing=None):
                     f"(our finite-sigma theory for the latter) | "
                     f"{NOT_ADDRESSED} | {'; '.join(cells)} | {smoothing['settings']['net']}, N = "
                     f"{smoothing['settings']['offspring']:,}, benchmarks/smoothing.py |")
+    return rows
+
+
+def _fig3_as_proxies(key, arms, at):
+    """Rows: on tf_tutorial, the proxy at full ES's measured rho (the paper's 3.9%) against each
+    proxy at a larger rho (limited ES's, as measured): does the proxy predict Fig. 3's difference?"""
+    from hpc_es import dose
+    full = value("rho_es_tf_10k") / 100
+    rhos = sorted(k for k in arms if k != "sgd")
+    base = next((r for r in rhos if abs(r - full) <= 0.05 * full), None)
+    if key[0] != "tf_tutorial" or base is None:
+        return []
+    rows = []
+    stats = {r: {"rho": r, "runs": [arms[r][seed] for seed in sorted(arms[r])]} for r in rhos}
+    for pair in dose.between(list(stats.values()), [(base, r) for r in rhos if r > base]):
+        hi, lo, t = stats[pair["high"]]["runs"], stats[pair["low"]]["runs"], pair["test"]
+        test = ("too few runs for a test" if t is None else
+                f"rank-sum p = {t['p']:.2g} (smallest possible {t['min_p']:.2g}), r = {t['effect'][1]:+.2f}")
+        power = pair["runs_for_power"]
+        rows.append(f"| Limited vs full ES (Fig. 3), as ES proxies at each one's measured rho | no significant "
+                    f"difference, p = {paper_text('fig3_p')} (real ES, 5 runs each) | rho {100 * pair['high']:g}% "
+                    f"vs {100 * pair['low']:g}%: medians {100 * np.median(hi):.2f}% vs {100 * np.median(lo):.2f}%, "
+                    f"{test}; runs for 80% power: {power or '> 200'} per arm | tf_tutorial, iteration {at:,}, "
+                    f"{len(hi)} vs {len(lo)} runs |")
     return rows
 
 

@@ -263,8 +263,12 @@ def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
     io.save_results(str(tmp_path / "layers"), es, {}, hist, np.zeros(4, np.float32))
     for seed in range(4):
         _write(tmp_path, f"sgd{seed}", "sgd_small_local", seed, np.full(3, 0.97 + 0.001 * seed))
-        for rho, acc in ((0.01, 0.8), (0.04, 0.9), (0.16, 0.97)):
+        for rho, acc in ((0.01, 0.8), (0.04, 0.9), (0.16, 0.97), (0.64, 0.975)):
             _write(tmp_path, f"p{rho}-{seed}", "proxy_small_local", seed, np.full(3, acc + 0.001 * seed),
+                   overrides=[f"proxy.rho={rho}"])
+    for seed in range(5):  # Fig. 3 as proxies: full ES's rho (the paper's 3.9%) and limited ES's, no overlap
+        for rho, acc in ((0.039, 0.965), (0.101, 0.975)):
+            _write(tmp_path, f"tf{rho}-{seed}", "proxy_tf_paper", seed, np.full(3, acc + 0.001 * seed),
                    overrides=[f"proxy.rho={rho}"])
     smoothing = {"settings": {"net": "small", "offspring": 4000},
                  "rows": [{"theta": "initial", "sigma": 0.2, "rho_es_true": 0.08, "rho_es_smoothed": 0.24,
@@ -275,5 +279,9 @@ def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
     assert "| Limited ES's rho(g, g_true) against our first-order theory | no correlation reported" in section
     assert "22.00% measured vs 20.00% predicted (ratio 1.100, 6 iterations)" in section
     assert "conv1 30.0% vs 30.0%; fc1 8.0% vs 8.0%" in section
-    assert "smallest rho not significantly below SGD: 16%" in section and "rho 1, 4, 16%, iteration 30" in section
+    assert "smallest rho not significantly below SGD: 16%" in section and "rho 1, 4, 16, 64%, iteration 30" in section
+    fig3 = next(line for line in section.splitlines() if line.startswith("| Limited vs full ES (Fig. 3), as ES proxies"))
+    assert "p = 0.75 (real ES, 5 runs each) | rho 10.1% vs 3.9%: medians 97.70% vs 96.70%" in fig3, fig3
+    assert "rank-sum p = 0.0079 (smallest possible 0.0079), r = +1.00" in fig3 and "5 vs 5 runs" in fig3
+    assert "tf_tutorial" not in "".join(line for line in section.splitlines() if "dose-response" in line)
     assert "initial sigma 0.2: 8.0% vs 24.0% (theory 25.0%)" in section and section.count("does not address this") == 2
