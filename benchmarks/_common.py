@@ -9,17 +9,7 @@ import time
 
 import numpy as np
 
-
-def time_call(fn, repeats, warmup=1):
-    """(median seconds, all seconds) of ``fn()`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - start)
-    return float(np.median(seconds)), seconds
+from hpc_es.costs import time_call  # noqa: F401 (the benchmarks' timer: the cost model's)
 
 
 def gemm_rate(m, k, n, repeats):

@@ -93,16 +93,20 @@ class Prediction:
         return self.wall * self.ranks / 3600
 
 
-def _clock_synced(fn, repeats=3, sync=None):
-    fn()
+def time_call(fn, repeats=3, warmup=1, sync=None):
+    """(median seconds, all seconds) of ``fn()`` after ``warmup`` untimed calls; ``sync()`` (a
+    barrier: every rank then starts timing together) after the warm-up. The benchmarks time
+    with it too, so a benchmark and the cost model measure the same way."""
+    for _ in range(warmup):
+        fn()
     if sync:
         sync()
-    times = []
+    seconds = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        seconds.append(time.perf_counter() - t0)
+    return float(np.median(seconds)), seconds
 
 
 def measure_units(cfgs, dataset, table_floats=None, comm=None):
@@ -120,7 +124,7 @@ def measure_units(cfgs, dataset, table_floats=None, comm=None):
     table_floats = table_floats or max(c.noise.size for c in cfgs)
 
     def _clock(fn, repeats=5):  # the median of 5: single timings of one call vary by +-25% on a shared VM
-        return _clock_synced(fn, repeats, sync)
+        return time_call(fn, repeats, sync=sync)[0]
 
     table = noise.build_table(1, table_floats)
     x, y = dataset.train_images, dataset.train_labels
