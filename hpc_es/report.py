@@ -109,7 +109,7 @@ def _paper_ref(cfg):
 
 # ---- the reproduction report (docs/REPRODUCTION.md) ----------------------------------------
 NOTES_BEGIN, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
-MIN_ITERATIONS_FOR_ACCURACY = 20
+MIN_ITERATIONS_FOR_ACCURACY = 50  # shorter runs are measurements (rho over a few iterations), not curves
 
 def units_for_report(dataset):
     """The per-unit costs of every paper-scale preset (:func:`hpc_es.costs.paper_scale`),
@@ -157,7 +157,24 @@ def _setup(runs):
     wall = np.mean([r.seconds for r in runs])
     counts = sorted({c for r in runs for c in r.rank_counts})
     ranks = plural(counts[0], "rank") if len(counts) == 1 else f"{'/'.join(map(str, counts))} ranks (resumed)"
-    return f"{cfg['net']['arch']}{n}, {cfg['run']['iterations']:,} it., {ranks}, {wall:.0f} s per run"
+    departs = "".join(f", {d}" for d in runs_mod.departures(cfg))
+    given = ", from given thetas (net.theta_from)" if runs[0].from_theta else ""
+    return f"{cfg['net']['arch']}{n}{departs}, {cfg['run']['iterations']:,} it.{given}, {ranks}, {wall:.0f} s per run"
+
+
+def _follows(proxy, es):
+    """Whether ``proxy`` models the ES run ``es`` (Fig. 2): a proxy that reads its rho from an ES
+    run, that run; a constant-rho proxy, an ES run with its net, seed and length. Either way ES at
+    the paper's sigma (the theory behind the proxy is first order in sigma)."""
+    if es.config["es"]["sigma"] != config.Config().es.sigma or es.config["net"]["arch"] != proxy.config["net"]["arch"]:
+        return False
+    rho_from = proxy.config["proxy"].get("rho_from")
+    if rho_from:
+        if os.path.exists(rho_from) and os.path.exists(es.path):
+            return os.path.samefile(rho_from, es.path)
+        tail = lambda path: os.path.normpath(path).split(os.sep)[-2:]  # noqa: E731 (moved: the run directory's name)
+        return tail(rho_from) == tail(es.path)
+    return all(es.config["run"][k] == proxy.config["run"][k] for k in ("seed", "iterations"))
 
 
 def reproduction(paths, units, write_to=None, bench=None, network=None, smoothing=None):
@@ -169,16 +186,19 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
 
     from hpc_es import nets
     from hpc_es.runs import FIGURES
-    runs = runs_mod.load_runs(paths)
+    loaded = runs_mod.load_runs(paths)
+    in_progress = [r for r in loaded if not r.complete]
+    runs = [r for r in loaded if r.complete]
+    # training curves: from initialisation, long enough for a final accuracy (not rho measurements)
+    training = [r for r in runs if not r.from_theta and r.config["run"]["iterations"] >= MIN_ITERATIONS_FOR_ACCURACY]
+    is_training = {id(r) for r in training}
     tables = runs_mod.find_results([p for p in paths if os.path.isdir(p)], TABLE1)
     rows = []
 
     def row(claim, paper, ours, setup):
         rows.append(f"| {claim} | {paper} | {ours} | {setup} |")
 
-    for name, group_runs in _groups(runs, 1).items():
-        if max(r.config["run"]["iterations"] for r in group_runs) < MIN_ITERATIONS_FOR_ACCURACY:
-            continue  # a measurement run (e.g. rho at N = 10,000 for a few iterations), not a training curve
+    for name, group_runs in _groups(training, 1).items():
         if name.startswith("SGD"):
             row("SGD final accuracy (Sec. 4)", f"{paper_text('acc_sgd_tf')} (tf_tutorial, 2,000 it.)", _acc_text(group_runs),
                 _setup(group_runs))
@@ -186,31 +206,34 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
             row("Mini-batch ES final accuracy (Sec. 4)",
                 f"{paper_text('acc_es_tf_10k')} (tf_tutorial, N = 10,000, 2,000 it., 5 runs)",
                 _acc_text(group_runs), _setup(group_runs))
-    corr = [r for r in runs if "rho" in r.history and r.config["run"]["method"] == "es"]
+    corr = [r for r in runs if "rho" in r.history and runs_mod.method_key(r.config) == "es"]  # full perturbation
     by_setup = {}
     for r in corr:
-        by_setup.setdefault((r.config["net"]["arch"], r.config["es"]["n_offspring"]), []).append(r)
-    for (net, n), group_runs in sorted(by_setup.items()):
+        key = (r.config["net"]["arch"], r.config["es"]["n_offspring"], tuple(runs_mod.departures(r.config)),
+               r.from_theta, r.config["run"]["iterations"])
+        by_setup.setdefault(key, []).append(r)
+    for (net, n, *_), group_runs in sorted(by_setup.items()):
         P = nets.build(net).n_params
         rho = np.mean([np.mean(r.history["rho"]) for r in group_runs])
         row("rho(g_ES, g_true), Eq. 3", f"{paper_text('rho_es_tf_10k')} (N = 10,000, P = 3,274,634)",
             f"{100 * rho:.2f}% (theory for this N and P: {100 * analysis.expected_rho(n / 2, P):.2f}%)",
             _setup(group_runs))
-        self_rho = [np.mean(r.history["rho_sgd_self"]) for r in group_runs if "rho_sgd_self" in r.history]
-        if self_rho:
+        along = [r for r in group_runs if id(r) in is_training and "rho_sgd_self" in r.history]
+        if along:  # along training runs only: the paper's number is a mean over training
             row("SGD self-correlation (two random mini-batches)", paper_text("rho_sgd_self"),
-                f"{100 * np.mean(self_rho):.2f}%", _setup(group_runs))
-    proxies = [r for r in runs if r.config["run"]["method"] == "proxy"]
-    same = ("seed", "iterations")
-    pairs = [(e, p) for p in proxies for e in corr
-             if all(e.config["run"][k] == p.config["run"][k] for k in same)
-             and e.config["net"]["arch"] == p.config["net"]["arch"]]
+                f"{100 * np.mean([np.mean(r.history['rho_sgd_self']) for r in along]):.2f}%", _setup(along))
+    proxies = [r for r in training if r.config["run"]["method"] == "proxy"]
+    pairs = []
+    for p in proxies:  # the ES run each proxy models; of several with its seed, the longest record (as figures)
+        modelled = [e for e in corr if id(e) in is_training and _follows(p, e)]
+        if modelled:
+            pairs.append((max(modelled, key=lambda e: len(e.history.get("seconds_total", []))), p))
     c = [x for x in (paired_curves(e.path, p.path) for e, p in pairs) if x["points"] > 2]
     if c:
         row("ES and its proxy follow the same curve (Fig. 2)", "curves alike, fluctuations shared",
             f"curve correlation {np.mean([x['curve_correlation'] for x in c]):.4f}, of changes "
             f"{np.mean([x['change_correlation'] for x in c]):.3f}, mean gap "
-            f"{100 * np.mean([x['mean_abs_difference'] for x in c]):.2f} points ({len(c)} seed pairs)",
+            f"{100 * np.mean([x['mean_abs_difference'] for x in c]):.2f} points ({plural(len(c), 'seed pair')})",
             _setup([p for _, p in pairs]))
     for path in tables:
         summary = io.read_summary(path)[1]
@@ -228,7 +251,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
                 f"{int(r.history['population_n'][-1]):,} at rho {100 * r.history['population_rho'][-1]:.1f}% "
                 f"(theory for P = {P:,}: {2 * analysis.pairs_for_rho(target, P):,.0f})",
                 f"{r.config['net']['arch']}, {r.seconds:.0f} s")
-    fig3 = _groups(runs, 3)
+    fig3 = _groups(training, 3)
     for lk, lv in fig3.items():
         if not lk.startswith("limited"):
             continue
@@ -251,7 +274,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         row("Master aggregation, limited (Sec. 4.1)",
             f"{paper_text('master_limited_s')} (50,000 x 5,000); {paper_text('master_speedup')} faster",
             f"{rows_b['limited']['seconds']:.3f} s; {bench['dense_over_limited']:.0f}x faster", "same run")
-    fig4 = _groups(runs, 4)
+    fig4 = _groups(training, 4)
     nomb = {k: v for k, v in fig4.items() if k.startswith("no-mini-batch")}
     mb = {k: v for k, v in fig4.items() if k.startswith("ES")}
     for nk, nv in nomb.items():
@@ -265,7 +288,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
                 "(N = 10,000)",
                 f"{_acc_text(nv)} vs {_acc_text(match[0])}; {verdict}; curve wiggle "
                 f"{_roughness(nv):.2f} vs {_roughness(match[0]):.2f} points", _setup(nv))
-    for k, v in _groups(runs, 5).items():
+    for k, v in _groups(training, 5).items():
         row("No-mini-batch ES + L2 2e-4, small net (Fig. 5)",
             f"{paper_text('acc_es_small99_10k')} (N = 10,000), {paper_text('acc_es_small99_50k')} (N = 50,000)",
             _acc_text(v), _setup(v))
@@ -297,14 +320,18 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         "# Reproduction at local scale, beside the paper",
         "",
         f"Generated by `hpc-es report {' '.join(paths)} --write {write_to or '-'}` on "
-        f"{time.strftime('%Y-%m-%d')} from {plural(len(runs), 'results file')}; regenerate after new runs. "
-        f"{_provenance(runs)} Paper figures are labelled as the paper's.",
+        f"{time.strftime('%Y-%m-%d')} from {plural(len(loaded), 'results file')}; regenerate after new runs. "
+        f"{_provenance(loaded)} Paper figures are labelled as the paper's.",
         "",
         "## Every claim: the paper's number, ours at local scale",
         "",
         "| claim | paper | ours (median over runs) | our setup, wall time |",
         "| --- | --- | --- | --- |",
         *rows,
+        *([""] + [f"Left out while still running ({plural(len(in_progress), 'run')} with fewer iterations than "
+                  f"their configs ask): " + ", ".join(f"{_name(r)} ({r.completed:,} of "
+                                                      f"{r.config['run']['iterations']:,})" for r in in_progress)]
+          if in_progress else []),
         "",
         notes,
         "",
@@ -333,12 +360,17 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         "",
         "## Every run",
         "",
-        report([r.path for r in runs]).split("\n\nPaper figures")[0],
+        report([r.path for r in loaded]).split("\n\nPaper figures")[0],
     ]
     return "\n".join(doc) + "\n"
 
 
 NOT_ADDRESSED = "does not address this"
+
+
+def _name(run):
+    """A run's directory, as the per-run table names it."""
+    return os.path.basename(os.path.dirname(os.path.abspath(run.path)))
 
 
 def beyond_the_paper(runs, smoothing=None):

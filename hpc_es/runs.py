@@ -35,10 +35,21 @@ class Run:
     started: str = ""
     resumes: list = field(default_factory=list)  # [{"time", "ranks", "hosts", "iteration"}] of each --resume
     command: str = ""
+    completed: int = -1  # iterations done (-1: not recorded)
 
     @property
     def seed(self):
         return self.config["run"]["seed"]
+
+    @property
+    def complete(self):
+        """Whether the run has done every iteration its config asks for (not one in progress)."""
+        return self.completed < 0 or self.completed >= self.config["run"]["iterations"]
+
+    @property
+    def from_theta(self):
+        """Whether the run started from a given theta (net.theta_from), not from initialisation."""
+        return bool(self.config["net"].get("theta_from"))
 
     @property
     def rank_counts(self):
@@ -52,7 +63,8 @@ class Run:
 
 def find_results(paths, name=io.RESULTS):
     """Files called ``name`` (results.h5 by default) named or found under the given paths
-    (sorted); a path that is neither is an error."""
+    (sorted; a file under two of the paths given, e.g. ``runs runs/sigma``, once); a path that is
+    neither is an error."""
     found = []
     for path in paths:
         if os.path.isdir(path):
@@ -63,7 +75,10 @@ def find_results(paths, name=io.RESULTS):
                 found.append(path)
         else:
             raise io.RunDirError(f"{path}: no such file or directory")
-    return sorted(found)
+    unique = {}
+    for path in found:
+        unique.setdefault(os.path.realpath(path), path)
+    return sorted(unique.values())
 
 
 def load_runs(paths):
@@ -74,7 +89,8 @@ def load_runs(paths):
         h = res["history"]
         runs.append(Run(path, res["config"], h, float(np.sum(h.get("seconds_total", [0.0]))),
                         int(res.get("ranks", 1)), list(res.get("hosts", [])), str(res.get("started", "")),
-                        list(res.get("resumes", [])), str(res.get("command", ""))))
+                        list(res.get("resumes", [])), str(res.get("command", "")),
+                        int(res.get("completed_iterations", -1))))
     return runs
 
 

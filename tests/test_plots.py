@@ -9,7 +9,7 @@ import pytest
 from hpc_es import config, io, plots, report, runs as runs_mod
 
 
-def _write(root, name, preset, seed, acc, rho=None, overrides=()):
+def _write(root, name, preset, seed, acc, rho=None, overrides=(), complete=True):
     cfg = config.load(preset, [f"run.seed={seed}", *overrides]).to_dict()
     it = np.arange(1, len(acc) + 1) * 10
     hist = {"eval_iteration": it, "val_accuracy": np.asarray(acc), "seconds_total": np.ones(len(acc) * 10)}
@@ -17,7 +17,8 @@ def _write(root, name, preset, seed, acc, rho=None, overrides=()):
         hist["rho"] = np.full(len(acc) * 10, rho)
         hist["rho_sgd_self"] = np.full(len(acc) * 10, 0.4)
     out = os.path.join(root, name)
-    io.save_results(out, cfg, {"completed_iterations": int(it[-1]), "ranks": 2}, hist, np.zeros(4, np.float32))
+    done = cfg["run"]["iterations"] if complete else int(it[-1])  # complete: as if validated at these points only
+    io.save_results(out, cfg, {"completed_iterations": done, "ranks": 2}, hist, np.zeros(4, np.float32))
     return out
 
 
@@ -246,6 +247,38 @@ def test_proxy_gap_finds_the_sigma_where_the_proxy_stops_predicting_es(tmp_path,
     one = {k: proxy_gap.summarize({0: v[0]}) for k, v in found.items()}  # one seed: no spread, no verdict
     assert one[("small", 0.2)]["predicts"] is None and proxy_gap.breakdown(one) == {"small": "undetermined"}
     assert "n/a (one seed)" in proxy_gap.markdown(one)
+
+
+def test_claims_come_from_finished_training_runs_and_proxies_pair_with_the_es_run_they_model(results, tmp_path):
+    """A run still in progress is listed, not quoted; a run from a given theta or of a few
+    iterations measures rho but gives no final accuracy and no self-correlation; limited ES has
+    no row of full ES's rho; a proxy that follows an ES run's rho pairs with that run only, and
+    only at the paper's sigma."""
+    extra = tmp_path / "extra"
+    _write(extra, "running", "corr_small_local", 7, np.full(3, 0.99), rho=0.09, complete=False)
+    trained = config.load("corr_small_local", ["run.seed=8", "run.iterations=1", "net.theta_from=x.h5"]).to_dict()
+    io.save_results(str(extra / "trained"), trained, {"completed_iterations": 1},
+                    {"eval_iteration": [1], "val_accuracy": [0.97], "rho": [0.091], "rho_sgd_self": [-0.5],
+                     "seconds_total": [1.0]}, np.zeros(4, np.float32))
+    lim = config.load("limited_small_local", ["run.seed=9", "run.iterations=10"]).to_dict()
+    io.save_results(str(extra / "limrho"), lim, {"completed_iterations": 10},
+                    {"eval_iteration": [10], "val_accuracy": [0.2], "rho": np.full(10, 0.3),
+                     "seconds_total": np.ones(10)}, np.zeros(4, np.float32))
+    es_far = _write(extra, "far", "corr_small_local", 0, np.full(6, 0.3), rho=0.05, overrides=["es.sigma=0.2"])
+    _write(extra, "follows", "proxy_small_local", 0, np.full(6, 0.6),
+           overrides=[f"proxy.rho_from={es_far}/results.h5"])
+    text = report.reproduction([results, str(extra)], _offspring_only_units(), str(tmp_path / "R.md"),
+                               network=_free_network())
+    claims = text.split("<!-- notes -->")[0]
+    assert "Left out while still running (1 run with fewer iterations than their configs ask): running (30 of 200)" \
+        in claims and "99.00%" not in claims
+    rho_rows = [line for line in claims.splitlines() if line.startswith("| rho(g_ES")]
+    assert any("9.10%" in r and "1 it., from given thetas (net.theta_from)" in r for r in rho_rows), rho_rows
+    assert not any("30.00%" in r for r in rho_rows)  # limited ES's rho has its own row, beyond the paper
+    assert any(r.split(" | ")[2].startswith("5.00%") and "N = 500, sigma 0.2, 200 it." in r for r in rho_rows), rho_rows
+    assert "97.00%" not in claims and "-50.00%" not in claims  # the trained-theta run: no accuracy, no self-rho
+    fig2 = next(line for line in claims.splitlines() if line.startswith("| ES and its proxy"))
+    assert "(4 seed pairs)" in fig2, fig2  # the sigma 0.2 ES run and its follower are not a Fig. 2 pair
 
 
 def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
