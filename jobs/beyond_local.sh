@@ -2,7 +2,11 @@
 # The questions the paper leaves open (docs/RESULTS.md, issue 15) and Table 1 at the paper's
 # 40,000 iterations, at the scale a small machine affords; then their tables and figures.
 #   jobs/beyond_local.sh [SECTION...]    (default: all; results under ${HPC_ES_RUNS:-runs})
-# SECTION: table1  Table 1's three arms, small net, 40,000 iterations, 5 seeds  (~4.5 core-hours)
+# SECTION: paper   the paper-scale measurements that fit here, tf_tutorial: rho at N = 10,000
+#                  along 20 iterations (initial and trained theta), Fig. 2 as proxy and SGD (3
+#                  seeds), per-layer rho along the proxy's trajectory, limited ES's rho, the
+#                  population for 20%                                     (~9 core-hours)
+#          table1  Table 1's three arms, small net, 40,000 iterations, 5 seeds  (~4.5 core-hours)
 #          sigma   ES at sigma 0.002..0.2 beside a proxy that follows its rho, 3 seeds (~4.3)
 #          limited tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
 #                  2,000 iterations, 5 seeds each                                    (~3)
@@ -22,10 +26,10 @@ venv=${HPC_ES_VENV:-$home/.venv}  # as jobs/local.sh: the checkout's environment
 if [ -f "$venv/bin/activate" ]; then . "$venv/bin/activate"; fi
 . "$home/jobs/_run.sh"
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(table1 sigma limited dose layers report)
+[ ${#sections[@]} -gt 0 ] || sections=(paper table1 sigma limited dose layers report)
 for s in "${sections[@]}"; do
-  case "$s" in table1|sigma|limited|dose|layers|report) ;;
-    *) echo "jobs/beyond_local.sh: unknown section '$s' (expected table1 sigma limited dose layers report)" >&2
+  case "$s" in paper|table1|sigma|limited|dose|layers|report) ;;
+    *) echo "jobs/beyond_local.sh: unknown section '$s' (expected paper table1 sigma limited dose layers report)" >&2
        exit 2 ;;
   esac
 done
@@ -36,6 +40,52 @@ spawn() {  # spawn COMMAND...: in the background, at most $max_jobs at a time
   while [ "$(jobs -rp | wc -l)" -ge "$max_jobs" ]; do wait -n || failed=$((failed + 1)); done
   "$@" &
 }
+
+TF="--set run.eval_every=50 --set run.log_every=100"
+reached() {  # reached RESULTS ITERATION: the run's file is at exactly that iteration
+  python -c 'import sys; from hpc_es import io
+sys.exit(0 if io.read_results(sys.argv[1])["completed_iterations"] == int(sys.argv[2]) else 1)' "$@" 2> /dev/null
+}
+rho_trained() {  # rho at N = 10,000 along 20 iterations from Fig. 2's trained proxy (seed 0)
+  run fig2_tf/seed0/proxy_tf_paper proxy_tf_paper $TF --set run.seed=0 &&
+  run rho_tf/trained/corr_tf_paper corr_tf_paper --set run.iterations=20 --set run.eval_every=5 \
+    --set run.checkpoint_every=2 --set net.theta_from="$root/fig2_tf/seed0/proxy_tf_paper/results.h5"
+}
+layers_tf() {  # the proxy (seed 0) in legs, its theta kept after each; one real-ES iteration at each
+  local it self="$root/proxy_self/proxy_tf_paper/results.h5"
+  for it in 250 500 1000 2000; do
+    if [ -f "$root/proxy_self/theta_$it.h5" ]; then continue; fi
+    run proxy_self/proxy_tf_paper proxy_tf_paper $TF --set run.seed=0 --set measure.sgd_self_correlation=true \
+      --set run.iterations=$it || return
+    if ! reached "$self" $it; then
+      echo "== proxy_self: theta_$it.h5 is missing and $self is not at iteration $it (remove $root/proxy_self" \
+           "to make the legs again)" >&2
+      return 1
+    fi
+    cp "$self" "$root/proxy_self/theta_$it.h5"
+  done
+  run layers_tf/it0 corr_tf_paper --set run.iterations=1 --set run.checkpoint_every=0 --set run.eval_every=0 || return
+  for it in 250 500 1000 2000; do
+    run layers_tf/it$it corr_tf_paper --set run.iterations=1 --set run.checkpoint_every=0 --set run.eval_every=0 \
+      --set net.theta_from="$root/proxy_self/theta_$it.h5" || return
+  done
+}
+if wants paper; then
+  spawn run population_tf population_tf_paper
+  spawn run rho_tf/init/corr_tf_paper corr_tf_paper --set run.iterations=20 --set run.eval_every=5 \
+    --set run.checkpoint_every=2
+  spawn rho_trained
+  for seed in 1 2; do spawn run fig2_tf/seed$seed/proxy_tf_paper proxy_tf_paper $TF --set run.seed=$seed; done
+  for seed in 0 1 2; do  # seed 0 measures the SGD self-correlation along SGD's own trajectory as well
+    spawn run fig2_tf/seed$seed/sgd_tf_paper sgd_tf_paper $TF --set run.seed=$seed \
+      $([ $seed = 0 ] && echo --set measure.sgd_self_correlation=true)
+  done
+  spawn layers_tf
+  for c in uniform size; do
+    spawn run limited_rho_tf/$c limited_tf_paper --set run.iterations=10 --set measure.correlation=true \
+      --set run.eval_every=5 --set run.checkpoint_every=5 --set es.bucket_choice=$c
+  done
+fi
 
 T1="--set run.iterations=40000 --set run.eval_every=10000 --set run.checkpoint_every=2000 --set run.log_every=5000"
 SEEDS5="0 1 2 3 4"
@@ -63,7 +113,6 @@ if wants sigma; then  # (sigma 0.002, seed 0) goes with section layers when both
   done; done
 fi
 
-TF="--set run.eval_every=50 --set run.log_every=100"
 if wants limited; then  # 3.9%: Fig. 2's proxy runs (seeds 0-2 with SGD beside them), two more seeds
   for seed in 3 4; do spawn run fig2_tf/seed$seed/proxy_tf_paper proxy_tf_paper $TF --set run.seed=$seed; done
   for rho in 0.101 0.089; do  # limited ES's measured rho: uniform bucket draw, size-proportional draw
@@ -119,4 +168,5 @@ report "limited vs full ES as proxies, tf_tutorial, at 2,000 iterations" python 
   --at 2000 --pair 0.039,0.101 --pair 0.039,0.089 --out "$figs/limited"
 report "the proxy against ES at each sigma" python -m hpc_es gap "$root/sigma" --out "$figs/sigma"
 report "which layers ES gets right, small net" python -m hpc_es plot "$root/layers_small/es" --layers --out "$figs/layers"
+report "docs/REPRODUCTION.md from every run present" write_reproduction
 exit "$((failed > 0))"

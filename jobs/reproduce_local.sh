@@ -33,8 +33,4 @@ run population population_small_local
 if [ ! -f "$root/table1/table1.h5" ]; then
   "${MPIEXEC:-mpiexec}" -n "$ranks" python -m mpi4py -m hpc_es table1 table1_small_local --runs 6 --out "$root/table1"
 fi
-for n in 1 2 3 4 5; do  # each figure from the runs made for it
-  case $n in 1) dirs=("$root"/fig1_*) ;; 2) dirs=("$root"/fig1_es_* "$root"/fig2_*) ;; *) dirs=("$root"/fig${n}_*) ;; esac
-  hpc-es plot "${dirs[@]}" --figure "$n" --out docs/figures
-done
-hpc-es report "$root" --write docs/REPRODUCTION.md
+write_reproduction  # with the paper-scale runs of jobs/beyond_local.sh where they are present
