@@ -40,7 +40,8 @@ def table1(comm, base_cfg, rhos, runs, out, dataset=None):
     # agreed on before the gather, so every rank stops with the same message.
     results = comm_mod.every_rank(comm, lambda: _table1_runs(tasks[comm.Get_rank()::comm.Get_size()], base_cfg,
                                                              out, dataset),
-                                  train.COLLECTIVE_ERRORS)
+                                  train.COLLECTIVE_ERRORS, "(Table 1 as a whole: run the same command again; "
+                                  "finished runs are kept, the others resume from their checkpoints.)")
     gathered = {}
     for part in comm.allgather(results):
         gathered.update(part)

@@ -33,12 +33,14 @@ PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; the job scripts resume on 
 
 
 class Preempted(Exception):
-    """A preemption signal arrived; every rank stopped after writing a checkpoint."""
+    """A preemption signal arrived; every rank stopped after writing a checkpoint. Made from its
+    message alone, like every collective error (:func:`hpc_es.comm.every_rank` rebuilds the
+    first failing rank's error on every rank from its text)."""
 
-    def __init__(self, signum, iteration, out):
-        super().__init__(f"received {signal.Signals(signum).name}: checkpoint written after iteration "
-                         f"{iteration} in {out}; continue with --resume --out {out}")
-        self.signum, self.iteration = signum, iteration
+    @classmethod
+    def after(cls, signum, iteration, out):
+        return cls(f"received {signal.Signals(signum).name}: checkpoint written after iteration {iteration} in "
+                   f"{out}; continue with --resume --out {out}")
 
 
 # Raised on every rank alike (decided from shared input, a broadcast verdict or an agreement).
@@ -181,7 +183,7 @@ def _loop(s, step, flag):
         if out and (due or stop):
             _save(s, done)
         if stop:
-            raise Preempted(stop, done, out)
+            raise Preempted.after(stop, done, out)
 
 
 def _record_validation(s, done):

@@ -1,5 +1,6 @@
 """The MPI layer. Tests marked ``mpi`` also run under ``mpiexec -n 2`` (see README)."""
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from hpc_es import comm, data, nets
+from hpc_es import comm, data, nets, train
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +72,24 @@ def test_from_root_and_every_rank_turn_one_ranks_failure_into_everyones(world):
     def fails_on_root():
         raise ValueError("only rank 0 saw this")
 
+    def preempted():  # every collective error can be rebuilt from its message (a preemption too)
+        raise train.Preempted.after(signal.SIGUSR1, 12, "runs/x")
+
     outcomes = []
     for action in (lambda: comm.from_root(world, fails_on_root, ValueError),
-                   lambda: comm.every_rank(world, lambda: 1 / (rank != last), ZeroDivisionError, "(hint)")):
+                   lambda: comm.every_rank(world, lambda: 1 / (rank != last), ZeroDivisionError, "(hint)"),
+                   lambda: comm.every_rank(world, preempted, train.COLLECTIVE_ERRORS)):
         try:
             action()
             outcomes.append(None)
-        except (ValueError, ZeroDivisionError) as err:
+        except (ValueError, ZeroDivisionError, train.Preempted) as err:
             outcomes.append((type(err).__name__, str(err)))
     seen = world.allgather(outcomes)
     comm.parallel_assert(world, all(o == seen[0] for o in seen), f"ranks disagree: {seen}")
     assert seen[0][0] == ("ValueError", "only rank 0 saw this")
     assert seen[0][1][0] == "ZeroDivisionError" and seen[0][1][1].startswith(f"rank {last} on ")
+    assert seen[0][2][0] == "Preempted" and "rank 0 on " in seen[0][2][1]
+    assert "received SIGUSR1: checkpoint written after iteration 12 in runs/x" in seen[0][2][1]
     assert seen[0][1][1].endswith("division by zero (hint)")
     assert comm.every_rank(world, lambda: rank, ZeroDivisionError) == rank
 
