@@ -332,7 +332,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         *rows,
         *([""] + [f"Left out while still running ({plural(len(in_progress), 'run')} with fewer iterations than "
                   f"their configs ask): " + ", ".join(f"{_name(r)} ({r.completed:,} of "
-                                                      f"{r.config['run']['iterations']:,})" for r in in_progress)]
+                                                      f"{r.config['run']['iterations']:,})" for r in in_progress) + "."]
           if in_progress else []),
         "",
         notes,

@@ -270,7 +270,7 @@ def test_claims_come_from_finished_training_runs_and_proxies_pair_with_the_es_ru
     text = report.reproduction([results, str(extra)], _offspring_only_units(), str(tmp_path / "R.md"),
                                network=_free_network())
     claims = text.split("<!-- notes -->")[0]
-    assert "Left out while still running (1 run with fewer iterations than their configs ask): running (30 of 200)" \
+    assert "Left out while still running (1 run with fewer iterations than their configs ask): running (30 of 200)." \
         in claims and "99.00%" not in claims
     rho_rows = [line for line in claims.splitlines() if line.startswith("| rho(g_ES")]
     assert any("9.10%" in r and "1 it., from given thetas (net.theta_from)" in r for r in rho_rows), rho_rows
