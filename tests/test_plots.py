@@ -299,8 +299,12 @@ def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
         for rho, acc in ((0.01, 0.8), (0.04, 0.9), (0.16, 0.97), (0.64, 0.975)):
             _write(tmp_path, f"p{rho}-{seed}", "proxy_small_local", seed, np.full(3, acc + 0.001 * seed),
                    overrides=[f"proxy.rho={rho}"])
-    for seed in range(5):  # Fig. 3 as proxies: full ES's rho (the paper's 3.9%) and limited ES's, no overlap
-        for rho, acc in ((0.039, 0.965), (0.101, 0.975)):
+    lim_tf = config.load("limited_tf_paper", ["run.iterations=4"]).to_dict()  # limited ES's rho on tf_tutorial
+    io.save_results(str(tmp_path / "limtf"), lim_tf, {}, {"iteration": np.arange(1, 5), "rho": np.full(4, 0.1005),
+                    "rho_theory": np.full(4, 0.1), "eval_iteration": [4], "val_accuracy": [0.2],
+                    "seconds_total": np.ones(4)}, np.zeros(4, np.float32))
+    for seed in range(5):  # Fig. 3 as proxies: full ES's rho (the paper's 3.9%) and limited ES's, no overlap;
+        for rho, acc in ((0.039, 0.965), (0.101, 0.975), (0.5, 0.98)):  # 50%: no limited run measured it
             _write(tmp_path, f"tf{rho}-{seed}", "proxy_tf_paper", seed, np.full(3, acc + 0.001 * seed),
                    overrides=[f"proxy.rho={rho}"])
     smoothing = {"settings": {"net": "small", "offspring": 4000},
@@ -314,7 +318,9 @@ def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
     assert "conv1 30.0% vs 30.0%; fc1 8.0% vs 8.0%" in section
     assert "smallest rho not significantly below SGD: 16%" in section and "rho 1, 4, 16, 64%, iteration 30" in section
     fig3 = next(line for line in section.splitlines() if line.startswith("| Limited vs full ES (Fig. 3), as ES proxies"))
-    assert "p = 0.75 (real ES, 5 runs each) | rho 10.1% vs 3.9%: medians 97.70% vs 96.70%" in fig3, fig3
+    assert "p = 0.75 (real ES, 5 runs each) | rho 10.1% (limited, uniform draw) vs 3.9% (full): medians 97.70% vs " \
+           "96.70%" in fig3, fig3
+    assert sum(line.startswith("| Limited vs full ES (Fig. 3), as ES") for line in section.splitlines()) == 1
     assert "rank-sum p = 0.0079 (smallest possible 0.0079), r = +1.00" in fig3 and "5 vs 5 runs" in fig3
     assert "tf_tutorial" not in "".join(line for line in section.splitlines() if "dose-response" in line)
     assert "initial sigma 0.2: 8.0% vs 24.0% (theory 25.0%)" in section and section.count("does not address this") == 2
