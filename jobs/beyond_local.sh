@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The questions the paper leaves open (docs/RESULTS.md, issue 15) and Table 1 at the paper's
-# 40,000 iterations, at the scale a small machine affords; then their tables and figures.
+# The paper-scale runs a small machine affords, Table 1 at the paper's 40,000 iterations and the
+# questions the paper leaves open (docs/RESULTS.md, issues 12 and 15); then their tables and figures.
 #   jobs/beyond_local.sh [SECTION...]    (default: all; results under ${HPC_ES_RUNS:-runs})
 # SECTION: paper   the paper-scale measurements that fit here, tf_tutorial: rho at N = 10,000
 #                  along 20 iterations (initial and trained theta), Fig. 2 as proxy and SGD (3
@@ -13,9 +13,10 @@
 #          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
 #          layers  ES on the small net to >= 90% with per-layer rho logged            (~1.3)
 #          report  the tables and figures of whatever is complete (after the runs of the sections named)
-# Every run is one MPI rank; $HPC_ES_JOBS of them (default: the number of cores) run at a time.
+# Every run is one MPI rank (the population run: one per core); $HPC_ES_JOBS of them (default:
+# the number of cores) run at a time.
 # Every run resumes if interrupted and is skipped once complete: start the script again.
-# Core-hours as measured on the 2-core VM of 2026-11-27 (docs/RESULTS.md), about 15 in all.
+# Core-hours as measured on the 2-core VM of 2026-11-27 (docs/RESULTS.md), about 25 in all.
 set -uo pipefail
 home=$(cd "$(dirname "$0")/.." && pwd)
 root=${HPC_ES_RUNS:-runs}
