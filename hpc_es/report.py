@@ -70,7 +70,7 @@ def report(paths):
         self_rho = f"{100 * np.mean(h['rho_sgd_self']):.2f}%" if "rho_sgd_self" in h else "-"
         pop = (f"{int(h['population_n'][-1]):,} ({100 * h['population_rho'][-1]:.1f}%)"
                if "population_n" in h else "-")
-        lines.append(f"| {os.path.basename(os.path.dirname(os.path.abspath(path)))} | {net} | {method} | {n} | "
+        lines.append(f"| {_dir_name(path)} | {net} | {method} | {n} | "
                      f"{res.get('completed_iterations', '-')} | {acc} | {rho} | {self_rho} | {pop} | "
                      f"{_paper_ref(cfg)} |")
     lines += ["", "Paper figures (Zhang, Clune & Stanley 2017):", ""]
@@ -109,6 +109,7 @@ def _paper_ref(cfg):
 
 # ---- the reproduction report (docs/REPRODUCTION.md) ----------------------------------------
 NOTES_BEGIN, NOTES_END = "<!-- notes -->", "<!-- /notes -->"
+PAPER_SIGMA = config.Config().es.sigma  # the theory (and the proxy) are first order in sigma: runs at this
 MIN_ITERATIONS_FOR_ACCURACY = 50  # shorter runs are measurements (rho over a few iterations), not curves
 
 def units_for_report(dataset):
@@ -166,7 +167,7 @@ def _follows(proxy, es):
     """Whether ``proxy`` models the ES run ``es`` (Fig. 2): a proxy that reads its rho from an ES
     run, that run; a constant-rho proxy, an ES run with its net, seed and length. Either way ES at
     the paper's sigma (the theory behind the proxy is first order in sigma)."""
-    if es.config["es"]["sigma"] != config.Config().es.sigma or es.config["net"]["arch"] != proxy.config["net"]["arch"]:
+    if es.config["es"]["sigma"] != PAPER_SIGMA or es.config["net"]["arch"] != proxy.config["net"]["arch"]:
         return False
     rho_from = proxy.config["proxy"].get("rho_from")
     if rho_from:
@@ -201,8 +202,8 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
     def row(claim, paper, ours, setup):
         rows.append(f"| {claim} | {paper} | {ours} | {setup} |")
 
-    paper_sigma = config.Config().es.sigma  # ES at other sigmas: beyond the paper (where the proxy breaks down)
-    fig1 = _groups(training, 1, lambda c: c["run"]["method"] != "es" or c["es"]["sigma"] == paper_sigma)
+    # ES at other sigmas: beyond the paper (where the proxy breaks down)
+    fig1 = _groups(training, 1, lambda c: c["run"]["method"] != "es" or c["es"]["sigma"] == PAPER_SIGMA)
     for name, group_runs in fig1.items():
         if name.startswith("SGD"):
             row("SGD final accuracy (Sec. 4)", f"{paper_text('acc_sgd_tf')} (tf_tutorial, 2,000 it.)", _acc_text(group_runs),
@@ -334,7 +335,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         "| --- | --- | --- | --- |",
         *rows,
         *([""] + [f"Left out while still running ({plural(len(in_progress), 'run')} with fewer iterations than "
-                  f"their configs ask): " + ", ".join(f"{_name(r)} ({r.completed:,} of "
+                  f"their configs ask): " + ", ".join(f"{_dir_name(r.path)} ({r.completed:,} of "
                                                       f"{r.config['run']['iterations']:,})" for r in in_progress) + "."]
           if in_progress else []),
         "",
@@ -373,9 +374,9 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
 NOT_ADDRESSED = "does not address this"
 
 
-def _name(run):
-    """A run's directory, as the per-run table names it."""
-    return os.path.basename(os.path.dirname(os.path.abspath(run.path)))
+def _dir_name(path):
+    """The name of the run directory holding the results file ``path`` (how the tables name runs)."""
+    return os.path.basename(os.path.dirname(os.path.abspath(path)))
 
 
 def beyond_the_paper(runs, smoothing=None):
@@ -393,9 +394,8 @@ def beyond_the_paper(runs, smoothing=None):
                     f"{100 * np.mean(r.history['rho_theory']):.2f}% predicted (ratio {ratio.mean():.3f}, "
                     f"{ratio.size} iterations) | {r.config['net']['arch']}, N = {r.config['es']['n_offspring']:,}, "
                     f"buckets <= {r.config['es']['bucket_size']:,}, {r.config['es']['bucket_choice']} draw |")
-    paper_sigma = config.Config().es.sigma  # the theory is first order in sigma: runs at the paper's
     layered = [r for r in runs if any(k.startswith("rho_theory_") for k in r.history)
-               and r.config["es"]["sigma"] == paper_sigma]
+               and r.config["es"]["sigma"] == PAPER_SIGMA]
     for arch in sorted({r.config["net"]["arch"] for r in layered}):
         group = [r for r in layered if r.config["net"]["arch"] == arch]
         names = sorted(k[len("rho_theory_"):] for k in group[0].history if k.startswith("rho_theory_"))
@@ -405,7 +405,7 @@ def beyond_the_paper(runs, smoothing=None):
             t = np.concatenate([np.asarray(r.history[f"rho_theory_{name}"]) for r in group
                                 if f"rho_theory_{name}" in r.history])
             parts.append(f"{name} {100 * m.mean():.1f}% vs {100 * t.mean():.1f}%")
-        rows.append(f"| Which layers ES estimates well: per-layer rho against our theory (sigma {paper_sigma:g}) | "
+        rows.append(f"| Which layers ES estimates well: per-layer rho against our theory (sigma {PAPER_SIGMA:g}) | "
                     f"{NOT_ADDRESSED} "
                     f"(reading notes, Question 1) | {'; '.join(parts)} (measured vs theory, means over "
                     f"{sum(len(r.history['rho']) for r in group):,} iterations) | {arch}, {plural(len(group), 'ES run')} |")
@@ -465,8 +465,9 @@ def _fig3_as_proxies(key, arms, at, limited):
         return []
     draws = {}  # limited ES's measured rho -> its bucket draw
     for r in limited:
-        if r.config["net"]["arch"] == "tf_tutorial" and arm_near(float(np.mean(r.history["rho"]))) not in (None, base):
-            draws[arm_near(float(np.mean(r.history["rho"])))] = r.config["es"]["bucket_choice"]
+        arm = arm_near(float(np.mean(r.history["rho"]))) if r.config["net"]["arch"] == "tf_tutorial" else None
+        if arm not in (None, base):
+            draws[arm] = r.config["es"]["bucket_choice"]
     rows = []
     stats = {r: {"rho": r, "runs": [arms[r][seed] for seed in sorted(arms[r])]} for r in rhos}
     for pair in dose.between(list(stats.values()), [(base, r) for r in sorted(draws)]):
