@@ -136,7 +136,8 @@ MOVED_KEYS = {"population.theta_from": "net.theta_from"}
 # Keys that do not change the trajectory of theta: a resume may change them.
 RESUMABLE_KEYS = ("run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
                   "run.log_every", "data.dir", "data.verify", "measure.correlation",
-                  "measure.sgd_self_correlation", "es.aggregation")
+                  "measure.sgd_self_correlation", "es.aggregation",
+                  "population.target_rho", "population.max_offspring")  # where a population stops, not its curve
 
 
 @dataclass(frozen=True)

@@ -277,7 +277,6 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         startup += math.ceil(cfg.noise.size / rpn) * units["table_fill_float"]
     if method != "population" and run.eval_every:
         startup += validate  # theta_0
-    writes = 0.0
     if method == "population":
         pc = cfg.population
         needed = min(2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring)
@@ -289,10 +288,10 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         startup += u["sgd_step"]
         notes.append(f"{blocks} blocks of {pc.step:,} offspring: the theory's N = {needed:,.0f} for rho = "
                      f"{pc.target_rho:g}")
-    else:
-        every = run.checkpoint_every
-        n_saves = (iters // every + (iters % every > 0)) if every else 1  # the last iteration's save counted once
-        writes = n_saves * (3 * 4 * P + 4 * P) * units["write_byte"]
+    every = run.checkpoint_every  # a population's iterations are its blocks
+    n_saves = (iters // every + (iters % every > 0)) if every else 1  # the last iteration's save counted once
+    # checkpoint: theta, Adam's m and v (+ a population's float64 running sum); results: theta
+    writes = n_saves * (3 * 4 * P + 4 * P + (8 * P if method == "population" else 0)) * units["write_byte"]
     per_iteration = sum(phases.values())
     wall = startup + iters * per_iteration + writes
     if rhos:  # Table 1: (1 + len(rhos)) x runs serial runs spread over the ranks

@@ -121,20 +121,17 @@ def population(cfg, comm=None, out=None, resume=False, force=False, dataset=None
     """Collective over ``comm``: the population-for-rho experiment of ``cfg`` (run.method =
     "population", see the module doc); returns (theta, history) on every rank, the history
     holding the curve ``population_n``, ``population_rho`` and ``population_rho_theory``.
-    The arguments are :func:`hpc_es.train.run`'s; there is no checkpoint to resume."""
-    if resume is True:
-        raise config.ConfigError("run.method = 'population' writes no checkpoint: nothing to --resume")
-    with train.session(cfg, comm, out, False, force, dataset, quiet, True, command) as s:
-        history = _population_curve(s)
-        if out:
-            _write_on_root(s.comm, os.path.join(out, io.RESULTS), lambda: io.save_results(
-                out, cfg.to_dict(), {**s.meta, "completed_iterations": len(history["population_n"])}, history,
-                s.theta))
-        return s.theta, history
+    The arguments are :func:`hpc_es.train.run`'s. A block of offspring is its iteration: with
+    ``out``, a checkpoint (the running sum S and the curve) every ``run.checkpoint_every`` blocks
+    and on SIGTERM/SIGUSR1 (exit 75); ``--resume`` continues the same curve, bit for bit.
+    ``population.target_rho`` and ``max_offspring`` only say where it stops: raise them and resume."""
+    with train.session(cfg, comm, out, resume, force, dataset, quiet, True, command) as s:
+        with train.signal_flag(enabled=bool(out)) as flag:
+            return s.theta, _population_curve(s, flag)
 
 
-def _population_curve(s):
-    cfg, comm, net, theta = s.cfg, s.comm, s.net, s.theta
+def _population_curve(s, flag):
+    cfg, comm, net, theta, out = s.cfg, s.comm, s.net, s.theta, s.out
     rank, size = comm.Get_rank(), comm.Get_size()
     pc, sigma, P, table = cfg.population, cfg.es.sigma, net.n_params, s.table.array
     x, y = s.dataset.train_images, s.dataset.train_labels
@@ -143,12 +140,20 @@ def _population_curve(s):
     lo, hi = comm_mod.split_range(pc.step, rank, size)
     counts = comm_mod.share_counts(pc.step, size)
     mine, rewards = np.empty(hi - lo), np.empty(pc.step)
-    work, block_sum, total = np.empty_like(theta), np.empty_like(theta), np.zeros(P, np.float64)
+    work, block_sum = np.empty_like(theta), np.empty_like(theta)
     member, sign = es.antithetic_members(pc.step)
+    # The curve lives in the session's history (a resumed run's so far); training's keys stay empty.
+    history = s.history
+    for key in [k for k, v in history.items() if not len(v) or k == "population_reached"]:
+        del history[key]
+    block = s.start
+    total = np.array(s.state["population_sum"], np.float64) if block else np.zeros(P, np.float64)
+    n_total = block * pc.step
+    rho = history["population_rho"][-1] if block else 0.0
     log.info("population on %s (%d parameters), %d rank%s: +%d offspring per step until rho >= %.3f "
-             "(theory: N = %.0f) or N = %d", net.name, P, size, "" if size == 1 else "s", pc.step, pc.target_rho,
-             2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring)
-    history, n_total, block, rho = {}, 0, 0, 0.0
+             "(theory: N = %.0f) or N = %d%s", net.name, P, size, "" if size == 1 else "s", pc.step, pc.target_rho,
+             2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring,
+             f"; resuming at N = {n_total}" if block else "")
     while n_total < pc.max_offspring and rho < pc.target_rho:
         t0 = time.perf_counter()
         offsets = noise.sample_offsets(es.stream(cfg.run.seed, block, es.NOISE_STREAM), pc.step // 2, P, cfg.noise.size)
@@ -168,5 +173,13 @@ def _population_curve(s):
         if rank == 0 and not s.quiet and (block % cfg.run.log_every == 0 or rho >= pc.target_rho):
             log.info("N = %d  rho %.2f%%  theory %.2f%%  %.0f offspring/s", n_total, 100 * rho, 100 * theory,
                      pc.step / history["seconds_total"][-1])
+        # As in training: the ranks agree on a signal, then checkpoint (S is the whole state) and stop.
+        stop = comm_mod.max_int(comm, flag["signum"]) if out else 0
+        if out and (stop or (cfg.run.checkpoint_every and block % cfg.run.checkpoint_every == 0)):
+            train.save(s, block, {"population_sum": total})
+        if stop:
+            raise train.Preempted.after(stop, block, out)
     history["population_reached"] = [int(rho >= pc.target_rho)]
+    if out:  # the verdict goes into the results (and the last checkpoint, unless the loop's save was this one)
+        train.save(s, block, {"population_sum": total})
     return history

@@ -4,7 +4,8 @@ A run directory holds
   results.h5            the resolved config (JSON attribute), library versions, rank count,
                         per-iteration datasets (loss, reward statistics, phase timings),
                         validation points, and theta at the last iteration written
-  checkpoint.h5         theta, optimizer state, next iteration, config, history so far
+  checkpoint.h5         theta, optimizer state, next iteration, config, history so far (and an
+                        experiment's own state: the population's running sum)
   checkpoint.prev.h5    the checkpoint before that (kept in case the newest is damaged)
   .lock                 while a run uses the directory: JSON with its host, pid, process
                         start time and Slurm job id (see :func:`acquire_lock`)
@@ -243,9 +244,10 @@ def _verify(f):
         raise RunDirError("content does not match its SHA-256 (damaged)")
 
 
-def save_checkpoint(out, iteration, theta, opt_state, config_dict, history, meta=None):
+def save_checkpoint(out, iteration, theta, opt_state, config_dict, history, meta=None, state=None):
     """Checkpoint after ``iteration`` completed iterations; keeps the previous one. ``meta``:
-    the run's metadata (start time, ranks, hosts, resumes), kept so a resume can carry it on."""
+    the run's metadata (start time, ranks, hosts, resumes), kept so a resume can carry it on;
+    ``state``: named arrays of an experiment's own state (the population's running sum)."""
     def fill(f):
         f.attrs["kind"] = "checkpoint"
         f.attrs["iteration"] = iteration
@@ -257,6 +259,9 @@ def save_checkpoint(out, iteration, theta, opt_state, config_dict, history, meta
         for key, value in opt_state.items():
             opt.create_dataset(key, data=value)
         _write_history(f.create_group("history"), history)
+        extra = f.create_group("state")
+        for key, value in (state or {}).items():
+            extra.create_dataset(key, data=value)
 
     path = os.path.join(out, CHECKPOINT)
     tmp_target = path + ".new"
@@ -291,6 +296,7 @@ def load_checkpoint(out):
                     "theta": f["theta"][()],
                     "optimizer": {k: f["optimizer"][k][()] for k in f["optimizer"]},
                     "history": _read_history(f["history"]),
+                    "state": {k: f["state"][k][()] for k in f["state"]} if "state" in f else {},
                 })
         except (OSError, KeyError, ValueError, RunDirError) as err:
             errors.append(f"{path}: {err}")

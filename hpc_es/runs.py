@@ -43,8 +43,8 @@ class Run:
 
     @property
     def complete(self):
-        """Whether the run has done every iteration its config asks for (not one in progress)."""
-        return self.completed < 0 or self.completed >= self.config["run"]["iterations"]
+        """Whether the run has done all its config asks for (not one in progress): :func:`finished`."""
+        return finished(self.config, self.history, self.completed)
 
     @property
     def from_theta(self):
@@ -79,6 +79,19 @@ def find_results(paths, name=io.RESULTS):
     for path in found:
         unique.setdefault(os.path.realpath(path), path)
     return sorted(unique.values())
+
+
+def finished(cfg, history, completed):
+    """Whether a run with config dict ``cfg``, ``history`` and ``completed`` iterations (-1: not
+    recorded) has done all it was asked: a training run every ``run.iterations``; a population
+    experiment (whose iterations are blocks of offspring) reached its target or its cap."""
+    if completed < 0:
+        return True
+    if cfg["run"]["method"] == "population":
+        n = history.get("population_n", [])
+        return bool(len(history.get("population_reached", [])) and history["population_reached"][0]) or \
+            (len(n) > 0 and n[-1] >= cfg["population"]["max_offspring"])
+    return completed >= cfg["run"]["iterations"]
 
 
 def load_runs(paths):

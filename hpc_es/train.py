@@ -18,7 +18,7 @@ import platform
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -73,6 +73,7 @@ class Session:
     meta: dict
     quiet: bool
     saved: int = 0  # iteration of the newest checkpoint on disk (0: none)
+    state: dict = field(default_factory=dict)  # a resumed experiment's own arrays (io.save_checkpoint)
 
 
 def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet=False, command=""):
@@ -92,7 +93,7 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
         if s.start >= cfg.run.iterations:
             _nothing_to_do(s)
         else:
-            with _signal_flag(enabled=bool(out)) as flag:
+            with signal_flag(enabled=bool(out)) as flag:
                 _loop(s, steps.build(cfg, s.comm, s.net, s.dataset, s.table), flag)
         return s.theta, s.history
 
@@ -120,7 +121,8 @@ def session(cfg, comm=None, out=None, resume=False, force=False, dataset=None, q
             history.update({key: list(values) for key, values in checkpoint["history"].items()})
             start = checkpoint["iteration"]
         meta = _metadata(comm, checkpoint, command)
-        if checkpoint is not None and start >= cfg.run.iterations:
+        # (a population experiment's iterations are blocks; it stops at its target, not run.iterations)
+        if checkpoint is not None and start >= cfg.run.iterations and cfg.run.method != "population":
             yield Session(cfg, comm, out, net, theta, opt, history, start, None, None, meta, quiet)
             return
         if checkpoint is not None:
@@ -131,7 +133,8 @@ def session(cfg, comm=None, out=None, resume=False, force=False, dataset=None, q
         # (the end, or an outcome all ranks agreed on). Any other exception may have been raised
         # on one rank only, and a collective then would hang the others; the job is aborted instead.
         try:
-            yield Session(cfg, comm, out, net, theta, opt, history, start, dataset, table, meta, quiet)
+            yield Session(cfg, comm, out, net, theta, opt, history, start, dataset, table, meta, quiet,
+                          state=checkpoint["state"] if checkpoint is not None else {})
         except COLLECTIVE_ERRORS:
             if table is not None:
                 table.free()
@@ -181,7 +184,7 @@ def _loop(s, step, flag):
         stop = comm_mod.max_int(comm, flag["signum"]) if out else 0
         due = (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == n_iter
         if out and (due or stop):
-            _save(s, done)
+            save(s, done)
         if stop:
             raise Preempted.after(stop, done, out)
 
@@ -192,14 +195,14 @@ def _record_validation(s, done):
     history["val_accuracy"].append(validate(s.comm, s.net, s.theta, s.dataset, s.cfg.run.eval_chunk))
 
 
-def _save(s, done):
-    """Collective: rank 0 writes the checkpoint and results of iteration ``done``; every rank
-    learns the outcome, so all continue or all stop (exit 2; 1 for a bug) and nobody runs ahead
-    of a checkpoint needed to resume."""
+def save(s, done, state=None):
+    """Collective: rank 0 writes the checkpoint (with an experiment's own ``state`` arrays) and
+    results of iteration ``done``; every rank learns the outcome, so all continue or all stop
+    (exit 2; 1 for a bug) and nobody runs ahead of a checkpoint needed to resume."""
     problem, what = None, "checkpoint"
     if s.comm.Get_rank() == 0:
         try:
-            io.save_checkpoint(s.out, done, s.theta, s.opt.state(), s.cfg.to_dict(), s.history, s.meta)
+            io.save_checkpoint(s.out, done, s.theta, s.opt.state(), s.cfg.to_dict(), s.history, s.meta, state)
             what = "results.h5"
             io.save_results(s.out, s.cfg.to_dict(), {**s.meta, "completed_iterations": done}, s.history, s.theta)
         except OSError as err:  # e.g. a full disk: the previous files are intact
@@ -239,7 +242,7 @@ def _nothing_to_do(s):
 
 
 @contextlib.contextmanager
-def _signal_flag(enabled):
+def signal_flag(enabled):
     """While active, SIGTERM/SIGUSR1 only set ``flag["signum"]``; the loop then checkpoints and stops."""
     flag = {"signum": 0}
     previous = {}

@@ -11,10 +11,10 @@ complete() {
   done
   python - "$@" <<'PY'
 import sys
-from hpc_es import io
+from hpc_es import io, runs
 for out in sys.argv[1:]:
     res = io.read_results(out + "/results.h5")
-    if res["completed_iterations"] < res["config"]["run"]["iterations"]:
+    if not runs.finished(res["config"], res["history"], res.get("completed_iterations", -1)):
         sys.exit(1)
 PY
 }

@@ -5,7 +5,7 @@
 # SECTION: paper   the paper-scale measurements that fit here, tf_tutorial: rho at N = 10,000
 #                  along 20 iterations (initial and trained theta), Fig. 2 as proxy and SGD (3
 #                  seeds), per-layer rho along the proxy's trajectory, limited ES's rho, the
-#                  population for 20% (first, on every core: it has no checkpoint) (~10 core-hours)
+#                  population for 20% (checkpointed every 20 blocks of 1,000)  (~10 core-hours)
 #          table1  Table 1's three arms, small net, 40,000 iterations, 5 seeds  (~4.5 core-hours)
 #          sigma   ES at sigma 0.002..0.2 beside a proxy that follows its rho, 3 seeds (~4.3)
 #          limited tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
@@ -13,8 +13,7 @@
 #          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
 #          layers  ES on the small net to >= 90% with per-layer rho logged            (~1.3)
 #          report  the tables and figures of whatever is complete (after the runs of the sections named)
-# Every run is one MPI rank (the population run: one per core); $HPC_ES_JOBS of them (default:
-# the number of cores) run at a time.
+# Every run is one MPI rank; $HPC_ES_JOBS of them (default: the number of cores) run at a time.
 # Every run resumes if interrupted and is skipped once complete: start the script again.
 # Core-hours as measured on the 2-core VM of 2026-11-27 (docs/RESULTS.md), about 25 in all.
 set -uo pipefail
@@ -72,9 +71,7 @@ layers_tf() {  # the proxy (seed 0) in legs, its theta kept after each; one real
   done
 }
 if wants paper; then
-  # The population run writes no checkpoint (at the paper's 100 ranks it takes minutes): it runs
-  # first, alone, on every core ($max_jobs ranks; ~1.5 h on 2 cores here), so one sitting finishes it.
-  (ranks=$max_jobs; run population_tf population_tf_paper) || failed=$((failed + 1))
+  spawn run population_tf population_tf_paper  # ~3 core-hours here; resumes from its last 20 blocks
   spawn run rho_tf/init/corr_tf_paper corr_tf_paper --set run.iterations=20 --set run.eval_every=5 \
     --set run.checkpoint_every=2
   spawn rho_trained

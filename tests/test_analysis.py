@@ -1,8 +1,13 @@
 """The paper's instruments against theory: Eq. (3), the ES proxy, rho = sqrt(n / (n + P + 1))."""
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from hpc_es import analysis, comm, config, data, es, experiments, nets, noise, train
+from hpc_es import analysis, comm, config, data, es, experiments, io, nets, noise, runs, train
 
 
 def test_pearson_is_numpys_corrcoef():
@@ -81,6 +86,37 @@ def test_population_curve_is_rank_independent_and_follows_theory(mnist_dir):
     comm.parallel_assert(world, list(hist["population_n"]) == [200, 400, 600, 800, 1000] and
                          (np.abs(rho / theory - 1) < 4 * np.sqrt(2 / n)).all(),
                          f"rho(N) {rho} vs theory {theory}")
+
+
+def test_population_preempted_checkpoints_and_resumes_its_curve_bit_for_bit(mnist_dir, tmp_path):
+    """SIGUSR1 to a population experiment: a checkpoint (the running sum S and the curve so far),
+    exit 75; --resume (with a raised cap, which only says where it stops) continues the curve
+    exactly as one uninterrupted run draws it, and only then is the run finished."""
+    sets = ["population.step=20", "population.max_offspring=300", "data.batch_size=10", "noise.size=1000000",
+            "population.target_rho=0.99", "run.checkpoint_every=1000", "run.log_every=1"]
+    cfg = config.load("population_small_local", sets)
+    ds = data.load_mnist(mnist_dir)
+    _, whole = experiments.population(cfg, comm.SerialComm(), dataset=ds, quiet=True)
+    out = str(tmp_path / "pop")
+    env = dict(os.environ, HPC_ES_DATA=mnist_dir, HPC_ES_FAULT="")
+    capped = [s.replace("max_offspring=300", "max_offspring=240") for s in sets]
+    cmd = [sys.executable, "-m", "hpc_es", "train", "population_small_local", "--out", out,
+           *[a for s in capped for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in proc.stdout:
+        if "N = 60 " in line:
+            break
+    proc.send_signal(signal.SIGUSR1)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 75 and "received SIGUSR1: checkpoint written after iteration" in rest, rest
+    first = io.read_results(os.path.join(out, io.RESULTS))
+    blocks = first["completed_iterations"]
+    assert 3 <= blocks < 12 and not runs.finished(first["config"], first["history"], blocks)
+    _, resumed = experiments.population(cfg, comm.SerialComm(), out=out, resume=True, dataset=ds, quiet=True)
+    assert resumed["population_n"] == whole["population_n"] == list(range(20, 301, 20))
+    assert resumed["population_rho"] == whole["population_rho"], "the resumed curve differs"
+    done = io.read_results(os.path.join(out, io.RESULTS))
+    assert runs.finished(done["config"], done["history"], done["completed_iterations"])
 
 
 def test_proxy_and_measurement_modes_run_and_log(mnist_dir):
