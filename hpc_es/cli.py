@@ -444,8 +444,12 @@ def _plan(args):
     network = costs.Network.from_json(args.network) if args.network else costs.Network()
     from hpc_es import runs as runs_mod
     what = "Table 1" if table1 else runs_mod.describe(cfg.to_dict())
-    print(f"{name}: {what} on {cfg.net.arch}, {cfg.run.iterations:,} iterations per run"
-          f"{f', {runs} runs' if runs > 1 else ''} (a projection from per-unit costs measured on this machine)")
+    if cfg.run.method == "population":  # its iterations are blocks: as many as the target needs
+        length = (f"blocks of {cfg.population.step:,} offspring up to rho = {cfg.population.target_rho:g} "
+                  f"(at most {cfg.population.max_offspring:,})")
+    else:
+        length = f"{cfg.run.iterations:,} iterations per run{f', {runs} runs' if runs > 1 else ''}"
+    print(f"{name}: {what} on {cfg.net.arch}, {length} (a projection from per-unit costs measured on this machine)")
     for r in ranks:
         p = costs.predict(cfg, r, units, network, ranks_per_node=args.ranks_per_node, runs=runs, rhos=rhos)
         print()

@@ -354,8 +354,9 @@ def full_scale(presets, units, network=None, table1_runs=20, rhos=(0.04, 0.2)):
 def describe(prediction, network):
     """Lines for ``hpc-es plan``."""
     p = prediction
-    lines = [f"{p.ranks:,} ranks ({p.ranks_per_node} per node), {p.iterations:,} iterations",
-             "per iteration: " + ", ".join(f"{k} {_s(v)}" for k, v in p.phases.items() if v) +
+    unit = "block" if p.config["run"]["method"] == "population" else "iteration"  # a population's iterations
+    lines = [f"{p.ranks:,} ranks ({p.ranks_per_node} per node), {p.iterations:,} {unit}s",
+             f"per {unit}: " + ", ".join(f"{k} {_s(v)}" for k, v in p.phases.items() if v) +
              f" = {_s(p.per_iteration)}",
              f"start-up {_s(p.startup)}, checkpoint and results writes {_s(p.writes)}",
              f"wall time {hms(p.wall)}, {p.core_hours:,.1f} core-hours, memory per node "
