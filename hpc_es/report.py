@@ -15,6 +15,15 @@ from hpc_es.paper import PAPER, text as paper_text, value
 TABLE1 = "table1.h5"  # the summary file :func:`hpc_es.experiments.table1` writes
 
 
+def _so_far(run):
+    """How far an unfinished run is, in its own units."""
+    if run.config["run"]["method"] == "population":
+        n, rho = run.history.get("population_n", []), run.history.get("population_rho", [])
+        cap = run.config["population"]["max_offspring"]
+        return f"N = {int(n[-1]):,} of up to {cap:,}, rho {100 * rho[-1]:.2f}%" if len(n) else "no block yet"
+    return f"{run.completed:,} of {run.config['run']['iterations']:,} iterations"
+
+
 def plural(n, word):
     """"1 rank", "2 ranks"."""
     return f"{n:,} {word}{'' if n == 1 else 's'}"
@@ -334,9 +343,8 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         "| claim | paper | ours (median over runs) | our setup, wall time |",
         "| --- | --- | --- | --- |",
         *rows,
-        *([""] + [f"Left out while still running ({plural(len(in_progress), 'run')} with fewer iterations than "
-                  f"their configs ask): " + ", ".join(f"{_dir_name(r.path)} ({r.completed:,} of "
-                                                      f"{r.config['run']['iterations']:,})" for r in in_progress) + "."]
+        *([""] + [f"Left out while still running ({plural(len(in_progress), 'run')} that "
+                  f"{'has' if len(in_progress) == 1 else 'have'} not done what {'its config asks' if len(in_progress) == 1 else 'their configs ask'}): " + ", ".join(f"{_dir_name(r.path)} ({_so_far(r)})" for r in in_progress) + "."]
           if in_progress else []),
         "",
         notes,

@@ -264,14 +264,23 @@ def test_claims_come_from_finished_training_runs_and_proxies_pair_with_the_es_ru
     io.save_results(str(extra / "limrho"), lim, {"completed_iterations": 10},
                     {"eval_iteration": [10], "val_accuracy": [0.2], "rho": np.full(10, 0.3),
                      "seconds_total": np.ones(10)}, np.zeros(4, np.float32))
+    pop = config.load("population_small_local").to_dict()  # a population's iterations are blocks: done at its target
+    curve = {"population_n": [1000, 2000, 3000], "population_rho": [0.1, 0.15, 0.2],
+             "population_rho_theory": [0.1, 0.15, 0.2], "seconds_total": np.ones(3)}
+    io.save_results(str(extra / "popdone"), pop, {"completed_iterations": 3}, {**curve, "population_reached": [1]},
+                    np.zeros(4, np.float32))
+    io.save_results(str(extra / "popgoing"), pop, {"completed_iterations": 2}, {k: v[:2] for k, v in curve.items()},
+                    np.zeros(4, np.float32))
     es_far = _write(extra, "far", "corr_small_local", 0, np.full(6, 0.3), rho=0.05, overrides=["es.sigma=0.2"])
     _write(extra, "follows", "proxy_small_local", 0, np.full(6, 0.6),
            overrides=[f"proxy.rho_from={es_far}/results.h5"])
     text = report.reproduction([results, str(extra)], _offspring_only_units(), str(tmp_path / "R.md"),
                                network=_free_network())
     claims = text.split("<!-- notes -->")[0]
-    assert "Left out while still running (1 run with fewer iterations than their configs ask): running (30 of 200)." \
-        in claims and "99.00%" not in claims
+    assert "Left out while still running (2 runs that have not done what their configs ask): popgoing (N = 2,000 " \
+        "of up to 100,000, rho 15.00%), running (30 of 200 iterations)." in claims and "99.00%" not in claims
+    assert any(line.startswith("| Population for rho = 20%") and "3,000 at rho 20.0%" in line
+               for line in claims.splitlines()), claims
     rho_rows = [line for line in claims.splitlines() if line.startswith("| rho(g_ES")]
     assert any("9.10%" in r and "1 it., from given thetas (net.theta_from)" in r for r in rho_rows), rho_rows
     assert not any("30.00%" in r for r in rho_rows)  # limited ES's rho has its own row, beyond the paper
