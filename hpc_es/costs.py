@@ -282,9 +282,11 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         needed = min(2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring)
         blocks = math.ceil(needed / pc.step)
         iters = blocks
+        sharded = e.aggregation == "sharded" and R > 1  # S's slices, then one Allgatherv of P float64
         phases["evaluate"] = math.ceil(pc.step / R) * u["offspring"]
-        phases["communicate"] = network.time("allgatherv", R, 8 * pc.step)
-        phases["aggregate"] = (pc.step // 2) * P * u["aggregate_float"]
+        phases["communicate"] = (network.time("allgatherv", R, 8 * pc.step)
+                                 + (network.time("allgatherv", R, 8 * P) if sharded else 0.0))
+        phases["aggregate"] = (pc.step // 2) * (P / R if sharded else P) * u["aggregate_float"]
         startup += u["sgd_step"]
         notes.append(f"{blocks} blocks of {pc.step:,} offspring: the theory's N = {needed:,.0f} for rho = "
                      f"{pc.target_rho:g}")

@@ -15,7 +15,8 @@ of them until rho(g_ES, g_true) reaches the target:
   theta fixed (init or net.theta_from), mini-batch = iteration 0's, g_true once
   block b = 0, 1, ...:  offsets from stream (seed, b, NOISE_STREAM); this rank evaluates its
                         share of the block's offspring; Allgatherv rewards; every rank adds the
-                        block's unscaled sum_i sign_i r_i eps_i to a float64 running sum S
+                        block's unscaled sum_i sign_i r_i eps_i to its slice of a float64 running
+                        sum S (all of S with es.aggregation = "replicated"); Allgatherv S's slices
                         rho = pearson(S, g_true)  (scale-free: S / (N sigma) = g_ES over all N)
 """
 import logging
@@ -142,6 +143,11 @@ def _population_curve(s, flag):
     mine, rewards = np.empty(hi - lo), np.empty(pc.step)
     work, block_sum = np.empty_like(theta), np.empty_like(theta)
     member, sign = es.antithetic_members(pc.step)
+    # es.aggregation = "sharded": each rank sums its slice of S (every element the same sum in the
+    # same order as one rank's), then one Allgatherv of P float64 makes S whole on every rank.
+    sharded = cfg.es.aggregation == "sharded" and size > 1
+    s_lo, s_hi = comm_mod.split_range(P, rank, size) if sharded else (0, P)
+    s_counts = comm_mod.share_counts(P, size)
     # The curve lives in the session's history (a resumed run's so far); training's keys stay empty.
     history = s.history
     for key in [k for k, v in history.items() if not len(v) or k == "population_reached"]:
@@ -161,8 +167,10 @@ def _population_curve(s, flag):
         es.evaluate(net, theta, table, pop, sigma, x, y, lo, hi, mine, work)
         comm_mod.allgatherv(comm, mine, rewards, counts)
         steps.check_finite(rewards, block, cfg, "rewards")
-        es.aggregate(table, offsets, es.perturbation_sums(rewards, pop), block_sum)
-        total += block_sum
+        es.aggregate(table, offsets, es.perturbation_sums(rewards, pop), block_sum[s_lo:s_hi], lo=s_lo)
+        total[s_lo:s_hi] += block_sum[s_lo:s_hi]
+        if sharded:
+            comm_mod.allgatherv(comm, total[s_lo:s_hi], total, s_counts)
         n_total += pc.step
         block += 1
         rho = analysis.pearson(total, g_true)
