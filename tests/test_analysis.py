@@ -76,7 +76,7 @@ def test_es_correlation_agrees_with_theory_on_the_small_net():
 def test_population_curve_is_rank_independent_and_follows_theory(mnist_dir):
     world = comm.world()
     cfg = config.load("population_small_local", ["population.step=200", "population.max_offspring=1000",
-                                                  "noise.size=1000000"])
+                                                  "noise.size=1000000", "data.batch_size=10"])
     ds = data.load_mnist(mnist_dir)
     _, hist = experiments.population(cfg, world, dataset=ds, quiet=True)
     _, serial = experiments.population(cfg, comm.SerialComm(), dataset=ds, quiet=True)
