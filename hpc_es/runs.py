@@ -88,9 +88,8 @@ def finished(cfg, history, completed):
     if completed < 0:
         return True
     if cfg["run"]["method"] == "population":
-        n = history.get("population_n", [])
-        return bool(len(history.get("population_reached", [])) and history["population_reached"][0]) or \
-            (len(n) > 0 and n[-1] >= cfg["population"]["max_offspring"])
+        reached, n = history.get("population_reached", []), history.get("population_n", [])
+        return (len(reached) > 0 and bool(reached[0])) or (len(n) > 0 and n[-1] >= cfg["population"]["max_offspring"])
     return completed >= cfg["run"]["iterations"]
 
 
