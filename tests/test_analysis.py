@@ -1,4 +1,5 @@
 """The paper's instruments against theory: Eq. (3), the ES proxy, rho = sqrt(n / (n + P + 1))."""
+import itertools
 import os
 import signal
 import subprocess
@@ -137,6 +138,13 @@ def test_rank_sum_and_signed_rank_give_the_known_exact_values():
     assert np.isclose(r.p, 2 / 252) and np.isclose(r.min_p, 2 / 252) and r.effect[1] == 1.0
     assert r.could_reach(0.05) and "5 vs 5 runs" in r.text() and np.isclose(r.median_difference, 0.01)
     assert analysis.rank_sum(low, high).effect[1] == -1.0
+    tied = analysis.rank_sum([0.9919, 0.9906, 0.9914, 0.9891, 0.9904], [0.9838, 0.9852, 0.9838, 0.9864, 0.9829])
+    assert np.isclose(tied.p, 2 / 252)  # a tie inside one arm (Table 1's proxy 20%) leaves the exact p as it is
+    across = analysis.rank_sum([1, 2, 3, 4, 5], [3, 6, 7, 8, 9])  # a tie across the arms: count the splits by hand
+    pooled = np.array([1, 2, 3, 4, 5, 3, 6, 7, 8, 9], float)
+    midranks = np.array([np.mean(np.flatnonzero(np.sort(pooled) == v) + 1) for v in pooled])
+    sums = np.array([midranks[list(c)].sum() for c in itertools.combinations(range(10), 5)])
+    assert np.isclose(across.p, np.mean(np.abs(sums - 27.5) >= abs(midranks[:5].sum() - 27.5) - 1e-9))
     mixed = analysis.rank_sum([1, 3, 5, 7, 9], [2, 4, 6, 8, 10])  # U = 10 of 25: r = -0.2
     assert np.isclose(mixed.effect[1], -0.2) and mixed.p > 0.5
     s = analysis.signed_rank(high, low)  # 5 pairs, all one way: p = 2 / 2^5
