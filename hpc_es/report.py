@@ -344,7 +344,9 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         "| --- | --- | --- | --- |",
         *rows,
         *([""] + [f"Left out while still running ({plural(len(in_progress), 'run')} that "
-                  f"{'has' if len(in_progress) == 1 else 'have'} not done what {'its config asks' if len(in_progress) == 1 else 'their configs ask'}): " + ", ".join(f"{_dir_name(r.path)} ({_so_far(r)})" for r in in_progress) + "."]
+                  + ("has not done what its config asks" if len(in_progress) == 1 else
+                     "have not done what their configs ask")
+                  + "): " + ", ".join(f"{_dir_name(r.path)} ({_so_far(r)})" for r in in_progress) + "."]
           if in_progress else []),
         "",
         notes,
