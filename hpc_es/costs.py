@@ -233,13 +233,13 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
     notes = []
     phases = dict.fromkeys(("evaluate", "communicate", "aggregate", "update", "measure", "validate"), 0.0)
     uses_table = method in ("es", "population")
+    sharded = e.aggregation == "sharded" and R > 1  # g (or a population's S) in slices, one Allgatherv
     n_val = math.ceil(TEST_IMAGES / R)
     validate = n_val * u["validate_image"] + network.time("allreduce", R)
     if method == "es":
         N = e.n_offspring
         K = N // 2 if e.antithetic else N
         share = math.ceil(N / R)
-        sharded = e.aggregation == "sharded" and R > 1
         if e.perturbation == "limited":
             size = e.bucket_size
             if e.delta:
@@ -282,7 +282,6 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         needed = min(2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring)
         blocks = math.ceil(needed / pc.step)
         iters = blocks
-        sharded = e.aggregation == "sharded" and R > 1  # S's slices, then one Allgatherv of P float64
         phases["evaluate"] = math.ceil(pc.step / R) * u["offspring"]
         phases["communicate"] = (network.time("allgatherv", R, 8 * pc.step)
                                  + (network.time("allgatherv", R, 8 * P) if sharded else 0.0))
