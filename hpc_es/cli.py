@@ -205,6 +205,7 @@ def _setup_logging(verbose):
 
 def _train(args):
     from hpc_es import comm, config, experiments, train
+    from hpc_es.text import plural
     cfg = _load_config(args)
     world = comm.world()
     comm.install_excepthook(world)
@@ -227,8 +228,8 @@ def _train(args):
         seconds = sum(history["seconds_total"])
         size = world.Get_size()
         print(f"final validation accuracy (10,000 test images): {100 * history['val_accuracy'][-1]:.2f}% "
-              f"({cfg.net.arch}, {cfg.run.method}/{cfg.optim.name}, {cfg.run.iterations} iterations, {size} "
-              f"rank{'' if size == 1 else 's'}, {seconds:.1f} s of training; results in "
+              f"({cfg.net.arch}, {cfg.run.method}/{cfg.optim.name}, {cfg.run.iterations} iterations, "
+              f"{plural(size, 'rank')}, {seconds:.1f} s of training; results in "
               f"{os.path.join(out, 'results.h5')})")
 
 

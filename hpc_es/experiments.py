@@ -27,6 +27,7 @@ import numpy as np
 
 from hpc_es import analysis, comm as comm_mod, config, es, io, noise, steps, train
 from hpc_es.report import TABLE1
+from hpc_es.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +128,9 @@ def population(cfg, comm=None, out=None, resume=False, force=False, dataset=None
     and on SIGTERM/SIGUSR1 (exit 75); ``--resume`` continues the same curve, bit for bit.
     ``population.target_rho`` and ``max_offspring`` only say where it stops: raise them and resume."""
     with train.session(cfg, comm, out, resume, force, dataset, quiet, True, command) as s:
+        if s.finished:  # at its target or cap already: no data, no table
+            train.nothing_to_do(s)
+            return s.theta, s.history
         with train.signal_flag(enabled=bool(out)) as flag:
             return s.theta, _population_curve(s, flag)
 
@@ -156,8 +160,8 @@ def _population_curve(s, flag):
     total = np.array(s.state["population_sum"], np.float64) if block else np.zeros(P, np.float64)
     n_total = block * pc.step
     rho = history["population_rho"][-1] if block else 0.0
-    log.info("population on %s (%d parameters), %d rank%s: +%d offspring per step until rho >= %.3f "
-             "(theory: N = %.0f) or N = %d%s", net.name, P, size, "" if size == 1 else "s", pc.step, pc.target_rho,
+    log.info("population on %s (%d parameters), %s: +%d offspring per step until rho >= %.3f "
+             "(theory: N = %.0f) or N = %d%s", net.name, P, plural(size, "rank"), pc.step, pc.target_rho,
              2 * analysis.pairs_for_rho(pc.target_rho, P), pc.max_offspring,
              f"; resuming at N = {n_total}" if block else "")
     while n_total < pc.max_offspring and rho < pc.target_rho:

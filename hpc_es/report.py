@@ -11,6 +11,7 @@ import numpy as np
 
 from hpc_es import analysis, config, io, runs as runs_mod
 from hpc_es.paper import PAPER, text as paper_text, value
+from hpc_es.text import plural
 
 TABLE1 = "table1.h5"  # the summary file :func:`hpc_es.experiments.table1` writes
 
@@ -22,11 +23,6 @@ def _so_far(run):
         cap = run.config["population"]["max_offspring"]
         return f"N = {int(n[-1]):,} of up to {cap:,}, rho {100 * rho[-1]:.2f}%" if len(n) else "no block yet"
     return f"{run.completed:,} of {run.config['run']['iterations']:,} iterations"
-
-
-def plural(n, word):
-    """"1 rank", "2 ranks"."""
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def table1_markdown(summary):

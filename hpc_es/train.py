@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc_es import __version__, comm as comm_mod, config, faults, io, nets, optim, steps
+from hpc_es import __version__, comm as comm_mod, config, faults, io, nets, optim, runs, steps
 from hpc_es import data as data_mod
 from hpc_es.steps import PHASES
+from hpc_es.text import plural
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class Session:
     quiet: bool
     saved: int = 0  # iteration of the newest checkpoint on disk (0: none)
     state: dict = field(default_factory=dict)  # a resumed experiment's own arrays (io.save_checkpoint)
+    finished: bool = False  # resumed from a checkpoint that had done all it was asked (runs.finished)
 
 
 def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet=False, command=""):
@@ -90,8 +92,8 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
         raise config.ConfigError("run.method = 'population' is an experiment, not training: use "
                                  "hpc_es.experiments.population (`hpc-es train` dispatches to it)")
     with session(cfg, comm, out, resume, force, dataset, quiet, cfg.run.method == "es", command) as s:
-        if s.start >= cfg.run.iterations:
-            _nothing_to_do(s)
+        if s.finished:
+            nothing_to_do(s)
         else:
             with signal_flag(enabled=bool(out)) as flag:
                 _loop(s, steps.build(cfg, s.comm, s.net, s.dataset, s.table), flag)
@@ -121,9 +123,8 @@ def session(cfg, comm=None, out=None, resume=False, force=False, dataset=None, q
             history.update({key: list(values) for key, values in checkpoint["history"].items()})
             start = checkpoint["iteration"]
         meta = _metadata(comm, checkpoint, command)
-        # (a population experiment's iterations are blocks; it stops at its target, not run.iterations)
-        if checkpoint is not None and start >= cfg.run.iterations and cfg.run.method != "population":
-            yield Session(cfg, comm, out, net, theta, opt, history, start, None, None, meta, quiet)
+        if checkpoint is not None and runs.finished(cfg.to_dict(), history, start):
+            yield Session(cfg, comm, out, net, theta, opt, history, start, None, None, meta, quiet, finished=True)
             return
         if checkpoint is not None:
             log.info("resuming %s at iteration %d", checkpoint["path"], start)
@@ -155,7 +156,7 @@ def _loop(s, step, flag):
     rank, n_iter = comm.Get_rank(), cfg.run.iterations
     grad = np.empty_like(theta)
     log.info("%s on %s (%d parameters), %s: iterations %d..%d%s", cfg.run.method, s.net.name, s.net.n_params,
-             _plural(comm.Get_size(), "rank"), s.start + 1, n_iter, step.describe())
+             plural(comm.Get_size(), "rank"), s.start + 1, n_iter, step.describe())
     if s.start == 0 and cfg.run.eval_every:  # curves start at theta_0
         _record_validation(s, 0)
     wall_start, window_start, window_iters = time.perf_counter(), time.perf_counter(), 0
@@ -217,13 +218,18 @@ def save(s, done, state=None):
     s.saved = done
 
 
-def _nothing_to_do(s):
-    """A resumed run whose checkpoint is already at (or past) run.iterations: change nothing,
-    except write results.h5 if a crash left it missing or older than the checkpoint."""
+def nothing_to_do(s):
+    """A resumed run whose checkpoint had done all it was asked (``s.finished``): change
+    nothing, except write results.h5 if a crash left it missing or older than the checkpoint."""
     problem = None
     if s.comm.Get_rank() == 0:
-        log.info("%s: nothing to do: the checkpoint is at iteration %d and run.iterations = %d (raise "
-                 "run.iterations with --set to continue training)", s.out, s.start, s.cfg.run.iterations)
+        if s.cfg.run.method == "population":
+            log.info("%s: nothing to do: the population stopped at N = %d (target rho %.3f, cap %d; raise "
+                     "population.target_rho or max_offspring with --set to continue)", s.out,
+                     s.history["population_n"][-1], s.cfg.population.target_rho, s.cfg.population.max_offspring)
+        else:
+            log.info("%s: nothing to do: the checkpoint is at iteration %d and run.iterations = %d (raise "
+                     "run.iterations with --set to continue training)", s.out, s.start, s.cfg.run.iterations)
         try:
             done = io.read_results(os.path.join(s.out, io.RESULTS)).get("completed_iterations")
         except io.RunDirError:
@@ -383,8 +389,6 @@ def _load_data(comm, cfg):
     return dataset if comm.Get_rank() == 0 else others
 
 
-def _plural(n, word):
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def _metadata(comm, checkpoint, command):

@@ -88,10 +88,12 @@ def test_population_curve_is_rank_independent_and_follows_theory(mnist_dir):
                          f"rho(N) {rho} vs theory {theory}")
 
 
-def test_population_preempted_checkpoints_and_resumes_its_curve_bit_for_bit(mnist_dir, tmp_path):
+def test_population_preempted_checkpoints_and_resumes_its_curve_bit_for_bit(mnist_dir, tmp_path, monkeypatch,
+                                                                            caplog):
     """SIGUSR1 to a population experiment: a checkpoint (the running sum S and the curve so far),
     exit 75; --resume (with a raised cap, which only says where it stops) continues the curve
-    exactly as one uninterrupted run draws it, and only then is the run finished."""
+    exactly as one uninterrupted run draws it, and only then is the run finished; resumed once
+    more, it has nothing to do and loads no data."""
     sets = ["population.step=20", "population.max_offspring=300", "data.batch_size=10", "noise.size=1000000",
             "population.target_rho=0.99", "run.checkpoint_every=1000", "run.log_every=1"]
     cfg = config.load("population_small_local", sets)
@@ -117,6 +119,13 @@ def test_population_preempted_checkpoints_and_resumes_its_curve_bit_for_bit(mnis
     assert resumed["population_rho"] == whole["population_rho"], "the resumed curve differs"
     done = io.read_results(os.path.join(out, io.RESULTS))
     assert runs.finished(done["config"], done["history"], done["completed_iterations"])
+    monkeypatch.setenv("HPC_ES_DATA", str(tmp_path / "no-mnist-here"))  # loading data would fail
+    before = open(os.path.join(out, io.RESULTS), "rb").read()
+    with caplog.at_level("INFO", logger="hpc_es"):
+        _, again = experiments.population(cfg, comm.SerialComm(), out=out, resume=True, quiet=True)
+    assert "nothing to do: the population stopped at N = 300" in caplog.text, caplog.text
+    assert again["population_rho"] == whole["population_rho"]
+    assert open(os.path.join(out, io.RESULTS), "rb").read() == before
 
 
 def test_proxy_and_measurement_modes_run_and_log(mnist_dir):
