@@ -1,13 +1,13 @@
 """The paper's instruments against theory: Eq. (3), the ES proxy, rho = sqrt(n / (n + P + 1))."""
 import os
 import signal
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
 from hpc_es import analysis, comm, config, data, es, experiments, io, nets, noise, runs, train
+from tests.procs import signal_at
 
 
 def test_pearson_is_numpys_corrcoef():
@@ -104,13 +104,8 @@ def test_population_preempted_checkpoints_and_resumes_its_curve_bit_for_bit(mnis
     capped = [s.replace("max_offspring=300", "max_offspring=240") for s in sets]
     cmd = [sys.executable, "-m", "hpc_es", "train", "population_small_local", "--out", out,
            *[a for s in capped for a in ("--set", s)]]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    for line in proc.stdout:
-        if "N = 60 " in line:
-            break
-    proc.send_signal(signal.SIGUSR1)
-    rest = proc.communicate(timeout=60)[0]
-    assert proc.returncode == 75 and "received SIGUSR1: checkpoint written after iteration" in rest, rest
+    returncode, rest = signal_at(cmd, env, "N = 60 ", signal.SIGUSR1)
+    assert returncode == 75 and "received SIGUSR1: checkpoint written after iteration" in rest, rest
     first = io.read_results(os.path.join(out, io.RESULTS))
     blocks = first["completed_iterations"]
     assert 3 <= blocks < 12 and not runs.finished(first["config"], first["history"], blocks)

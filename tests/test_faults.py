@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from hpc_es import faults, io
+from tests.procs import signal_at
 
 TINY = ["--set", "es.n_offspring=12", "--set", "noise.size=200000", "--set", "run.eval_every=4",
         "--set", "run.checkpoint_every=2", "--set", "run.log_every=1"]
@@ -158,14 +159,8 @@ def test_preemption_signal_checkpoints_exits_75_and_resumes_exactly(mnist_dir, t
     out = str(tmp_path / "pre")
     env = dict(os.environ, HPC_ES_DATA=mnist_dir, HPC_ES_FAULT="")
     cmd = _train_cmd(out, iterations=ITERATIONS) + ["--set", "run.checkpoint_every=1000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.time() + 120
-    for line in proc.stdout:
-        if "iter 3/" in line or time.time() > deadline:
-            break
-    proc.send_signal(getattr(signal, sig))
-    rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 75, rest
+    returncode, rest = signal_at(cmd, env, "iter 3/", getattr(signal, sig))
+    assert returncode == 75, rest
     assert f"received {sig}: checkpoint written after iteration" in rest
     assert 3 <= _checkpoint_iteration(out) < ITERATIONS
     resumed, _ = _run(_train_cmd(out, "--resume", "--set", "run.checkpoint_every=1000"), mnist_dir)
