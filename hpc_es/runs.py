@@ -84,12 +84,13 @@ def find_results(paths, name=io.RESULTS):
 def finished(cfg, history, completed):
     """Whether a run with config dict ``cfg``, ``history`` and ``completed`` iterations (-1: not
     recorded) has done all it was asked: a training run every ``run.iterations``; a population
-    experiment (whose iterations are blocks of offspring) reached its target or its cap."""
+    experiment (whose iterations are blocks of offspring) reached the target or the cap that
+    ``cfg`` names (a resume may raise either: the run is then unfinished again)."""
     if completed < 0:
         return True
     if cfg["run"]["method"] == "population":
-        reached, n = history.get("population_reached", []), history.get("population_n", [])
-        return (len(reached) > 0 and bool(reached[0])) or (len(n) > 0 and n[-1] >= cfg["population"]["max_offspring"])
+        rho, n, pop = history.get("population_rho", []), history.get("population_n", []), cfg["population"]
+        return len(n) > 0 and (rho[-1] >= pop["target_rho"] or n[-1] >= pop["max_offspring"])
     return completed >= cfg["run"]["iterations"]
 
 

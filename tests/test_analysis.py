@@ -93,7 +93,8 @@ def test_population_preempted_checkpoints_and_resumes_its_curve_bit_for_bit(mnis
     """SIGUSR1 to a population experiment: a checkpoint (the running sum S and the curve so far),
     exit 75; --resume (with a raised cap, which only says where it stops) continues the curve
     exactly as one uninterrupted run draws it, and only then is the run finished; resumed once
-    more, it has nothing to do and loads no data."""
+    more, it has nothing to do and loads no data. One stopped at its target goes on, as one run,
+    when resumed with a higher target."""
     sets = ["population.step=20", "population.max_offspring=300", "data.batch_size=10", "noise.size=1000000",
             "population.target_rho=0.99", "run.checkpoint_every=1000", "run.log_every=1"]
     cfg = config.load("population_small_local", sets)
@@ -121,6 +122,14 @@ def test_population_preempted_checkpoints_and_resumes_its_curve_bit_for_bit(mnis
     assert "nothing to do: the population stopped at N = 300" in caplog.text, caplog.text
     assert again["population_rho"] == whole["population_rho"]
     assert open(os.path.join(out, io.RESULTS), "rb").read() == before
+    # Stopped at a target instead, then the target raised: unfinished again, and it goes on as one run.
+    at_block_5 = f"target_rho={whole['population_rho'][4]!r}"
+    target = config.load("population_small_local", [s.replace("target_rho=0.99", at_block_5) for s in sets])
+    early = str(tmp_path / "early")
+    _, reached = experiments.population(target, comm.SerialComm(), out=early, dataset=ds, quiet=True)
+    assert reached["population_n"] == [20, 40, 60, 80, 100] and reached["population_reached"] == [1]
+    _, resumed = experiments.population(cfg, comm.SerialComm(), out=early, resume=True, dataset=ds, quiet=True)
+    assert resumed["population_rho"] == whole["population_rho"]
 
 
 def test_proxy_and_measurement_modes_run_and_log(mnist_dir):
