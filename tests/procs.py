@@ -9,9 +9,9 @@ import pytest
 
 def signal_at(cmd, env, marker, sig, timeout=120):
     """Start ``cmd`` (its own session), send ``sig`` once a line of its output contains
-    ``marker`` (or after ``timeout`` s), and wait for it to end; returns (exit code, the output
-    after that line). A job that does not end within ``timeout`` s of the signal is killed with
-    its whole session and the test fails: never a hang."""
+    ``marker`` (or at its first line after ``timeout`` s, or when its output ends), and wait for
+    it to end; returns (exit code, the output after that line). A job that does not end within
+    ``timeout`` s of the signal is killed with its whole session and the test fails."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     deadline = time.time() + timeout
