@@ -65,7 +65,7 @@ def report(paths):
     lines = ["| run | net | method | N | iterations | final val. acc. | mean rho | mean SGD self-rho | "
              "population N (rho) | paper |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for path in paths:
+    for path, label in zip(paths, run_labels(paths)):
         res = io.read_results(path)
         cfg, h = res["config"], res["history"]
         method, net = cfg["run"]["method"], cfg["net"]["arch"]
@@ -75,7 +75,7 @@ def report(paths):
         self_rho = f"{100 * np.mean(h['rho_sgd_self']):.2f}%" if "rho_sgd_self" in h else "-"
         pop = (f"{int(h['population_n'][-1]):,} ({100 * h['population_rho'][-1]:.1f}%)"
                if "population_n" in h else "-")
-        lines.append(f"| {_dir_name(path)} | {net} | {method} | {n} | "
+        lines.append(f"| {label} | {net} | {method} | {n} | "
                      f"{res.get('completed_iterations', '-')} | {acc} | {rho} | {self_rho} | {pop} | "
                      f"{_paper_ref(cfg)} |")
     lines += ["", "Paper figures (Zhang, Clune & Stanley 2017):", ""]
@@ -160,12 +160,13 @@ def _acc_text(runs):
 def _setup(runs):
     cfg = runs[0].config
     n = f", N = {cfg['es']['n_offspring']:,}" if cfg["run"]["method"] == "es" else ""
-    wall = np.mean([r.seconds for r in runs])
+    wall = np.array([r.seconds for r in runs])  # the median: one run stalled by its machine moves no claim
+    span = f" (median; {wall.min():.0f}-{wall.max():.0f})" if wall.size > 1 and wall.max() > 1.1 * wall.min() else ""
     counts = sorted({c for r in runs for c in r.rank_counts})
     ranks = plural(counts[0], "rank") if len(counts) == 1 else f"{'/'.join(map(str, counts))} ranks (resumed)"
     departs = "".join(f", {d}" for d in runs_mod.departures(cfg))
     given = ", from given thetas (net.theta_from)" if runs[0].from_theta else ""
-    return f"{cfg['net']['arch']}{n}{departs}, {cfg['run']['iterations']:,} it.{given}, {ranks}, {wall:.0f} s per run"
+    return f"{cfg['net']['arch']}{n}{departs}, {cfg['run']['iterations']:,} it.{given}, {ranks}, {np.median(wall):.0f} s per run{span}"
 
 
 def _follows(proxy, es):
@@ -383,6 +384,17 @@ NOT_ADDRESSED = "does not address this"
 def _dir_name(path):
     """The name of the run directory holding the results file ``path`` (how the tables name runs)."""
     return os.path.basename(os.path.dirname(os.path.abspath(path)))
+
+
+def run_labels(paths):
+    """Names for the runs whose results files are ``paths`` that tell them apart: each run
+    directory relative to the deepest folder holding all their parents (``fig2_tf/seed0/proxy_tf_paper``
+    beside ``local/fig1_es_seed0``; a lone run is its directory's name)."""
+    dirs = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    if not dirs:
+        return []
+    top = os.path.commonpath([os.path.dirname(d) for d in dirs])
+    return [os.path.relpath(d, top) for d in dirs]
 
 
 def beyond_the_paper(runs, smoothing=None):

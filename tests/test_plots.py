@@ -141,6 +141,26 @@ def test_reproduction_report_lists_every_claim_and_keeps_hand_notes(results, tmp
     assert "| Mini-batch ES final accuracy (Sec. 4) | 96.99%" in text
 
 
+def test_every_run_table_tells_runs_of_the_same_name_apart():
+    """Runs in different directories may share a directory name (one per seed, one per set): the
+    table names each by its path below the folder that holds them all."""
+    paths = [os.path.join("runs", "fig2_tf", f"seed{s}", "proxy_tf_paper", "results.h5") for s in (0, 1)]
+    paths += [os.path.join("runs", "local", "fig1_es_seed0", "results.h5")]
+    assert report.run_labels(paths) == [os.path.join("fig2_tf", "seed0", "proxy_tf_paper"),
+                                        os.path.join("fig2_tf", "seed1", "proxy_tf_paper"),
+                                        os.path.join("local", "fig1_es_seed0")]
+    assert report.run_labels(paths[2:]) == ["fig1_es_seed0"] and report.run_labels([]) == []
+
+
+def test_a_claims_wall_time_is_the_median_run_with_the_spread_when_runs_differ():
+    cfg = config.load("es_small_local").to_dict()
+    runs = [runs_mod.Run(f"r{i}/results.h5", cfg, {}, t, 2) for i, t in enumerate((250.0, 973.0, 284.0))]
+    assert report._setup(runs).endswith(", 2 ranks, 284 s per run (median; 250-973)")
+    assert report._setup(runs[:1]).endswith(", 2 ranks, 250 s per run")
+    alike = [runs_mod.Run("a/results.h5", cfg, {}, 100.0, 2), runs_mod.Run("b/results.h5", cfg, {}, 105.0, 2)]
+    assert report._setup(alike).endswith(" 102 s per run")
+
+
 def test_limited_runs_are_compared_with_full_runs_trained_alike(results, tmp_path):
     """Fig. 3's comparator differs from the limited runs only in population and perturbation: a
     full-perturbation curve with more seeds but another sigma is not it."""
