@@ -308,7 +308,8 @@ def _report(args):
         bench = json.load(open(args.bench)) if args.bench and os.path.exists(args.bench) else None
         units = _read_units(args.units) if args.units else report.units_for_report(dataset)
         smoothing = json.load(open(args.smoothing)) if args.smoothing and os.path.exists(args.smoothing) else None
-        text = report.reproduction(args.results, units, args.write, bench, smoothing=smoothing)
+        extra = {"units_source": _units_source(args.units)} if args.units else {}
+        text = report.reproduction(args.results, units, args.write, bench, smoothing=smoothing, **extra)
         with open(args.write, "w") as f:
             f.write(text)
         print(f"wrote {args.write}")
@@ -386,6 +387,17 @@ def _read_units(path):
             return json.load(f)["units"]
     except (OSError, ValueError, KeyError) as err:
         raise config.ConfigError(f"--units {path}: cannot be read as a units JSON ({err})") from None
+
+
+def _units_source(path):
+    """Where the units of the JSON ``path`` were measured, in words (its machine record)."""
+    import json
+    with open(path) as f:
+        machine = json.load(f).get("machine", {})
+    how = f" by `{machine['command']}`" if machine.get("command") else ""
+    when = f" on {machine['date'][:10]}" if machine.get("date") else ""
+    where = f" ({machine['cores']} cores, {machine.get('ranks', 1)} ranks at once)" if machine.get("cores") else ""
+    return f"read from {path}" + (f", measured{how}{when}{where}" if how or when or where else "")
 
 
 def _write_json(path, record):

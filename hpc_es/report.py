@@ -187,11 +187,12 @@ def _tail(path):
     return os.path.normpath(path).split(os.sep)[-2:]
 
 
-def reproduction(paths, units, write_to=None, bench=None, network=None, smoothing=None):
+def reproduction(paths, units, write_to=None, bench=None, network=None, smoothing=None,
+                 units_source="measured on this machine's cores when the report was generated"):
     """The markdown of docs/REPRODUCTION.md from results under ``paths`` (and a table1.h5 if
-    found), the per-unit ``timing`` of :func:`throughput`, and optionally the master-cost
-    benchmark's JSON ``bench`` and benchmarks/smoothing.py's JSON ``smoothing``. A
-    ``<!-- notes -->`` block already in ``write_to`` is kept."""
+    found), the per-unit ``timing`` of :func:`throughput` (``units_source`` says where they come
+    from), and optionally the master-cost benchmark's JSON ``bench`` and benchmarks/smoothing.py's
+    JSON ``smoothing``. A ``<!-- notes -->`` block already in ``write_to`` is kept."""
     import time
 
     from hpc_es import nets
@@ -360,7 +361,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         "## What the full-scale runs would cost",
         "",
         "Projected by `hpc_es.costs` (our model: every count from the preset, ranks and runs from its job "
-        "script, per-unit costs measured on this machine's cores when the report was generated, collectives "
+        f"script, per-unit costs {units_source}, collectives "
         f"{network.source}): {unit_text}. Start-up, validation, measurement and checkpoint writes included; "
         "`benchmarks/cost_model.py` checks the model against shortened runs (docs/RESULTS.md). "
         "`hpc-es plan PRESET --ranks R` gives any other rank count. Projections, not measurements.",

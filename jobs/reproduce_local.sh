@@ -3,8 +3,9 @@
 #   jobs/reproduce_local.sh [RANKS]      (default 2; results under ${HPC_ES_RUNS:-runs}/local)
 # Every run resumes if interrupted and is skipped once complete, so the script can simply be
 # started again. Scales are chosen to finish on a 2-core machine in a few hours (1.5 h on our
-# 2-core VM on 2026-11-24; each ES run took about twice as long there on 2026-11-28: shared
-# machines vary); see docs/REPRODUCTION.md for what each can and cannot show.
+# 2-core VM on 2026-11-24; about 3.5 h on the same VM on 2026-11-27/28, 3.8 h of run time summed
+# over its 40 runs, Table 1's two at a time: shared machines vary); see docs/REPRODUCTION.md for
+# what each can and cannot show.
 set -euo pipefail
 ranks=${1:-2}
 root=${HPC_ES_RUNS:-runs}/local
