@@ -306,9 +306,10 @@ def _report(args):
         from hpc_es import data
         dataset = data.load_mnist(args.data_dir or None)
         bench = json.load(open(args.bench)) if args.bench and os.path.exists(args.bench) else None
-        units = _read_units(args.units) if args.units else report.units_for_report(dataset)
+        record = _read_units_file(args.units) if args.units else {"units": report.units_for_report(dataset)}
+        units = record["units"]
         smoothing = json.load(open(args.smoothing)) if args.smoothing and os.path.exists(args.smoothing) else None
-        extra = {"units_source": _units_source(args.units)} if args.units else {}
+        extra = {"units_source": _units_source(args.units, record)} if args.units else {}
         text = report.reproduction(args.results, units, args.write, bench, smoothing=smoothing, **extra)
         with open(args.write, "w") as f:
             f.write(text)
@@ -377,23 +378,28 @@ def _gap(args):
     _write_json(os.path.join(out, "proxy_gap.json"), record)
 
 
-def _read_units(path):
-    """The per-unit costs of a units JSON (--units), or a ConfigError naming the file."""
+def _read_units_file(path):
+    """A units JSON (--units) as read, its per-unit costs under "units", or a ConfigError naming the file."""
     import json
 
     from hpc_es import config
     try:
         with open(path) as f:
-            return json.load(f)["units"]
-    except (OSError, ValueError, KeyError) as err:
+            record = json.load(f)
+        record["units"]
+        return record
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise config.ConfigError(f"--units {path}: cannot be read as a units JSON ({err})") from None
 
 
-def _units_source(path):
-    """Where the units of the JSON ``path`` were measured, in words (its machine record)."""
-    import json
-    with open(path) as f:
-        machine = json.load(f).get("machine", {})
+def _read_units(path):
+    """The per-unit costs of a units JSON (--units), or a ConfigError naming the file."""
+    return _read_units_file(path)["units"]
+
+
+def _units_source(path, record):
+    """Where the units of the JSON ``record``, read from ``path``, were measured, in words."""
+    machine = record.get("machine", {})
     how = f" by `{machine['command']}`" if machine.get("command") else ""
     when = f" on {machine['date'][:10]}" if machine.get("date") else ""
     where = f" ({machine['cores']} cores, {machine.get('ranks', 1)} ranks at once)" if machine.get("cores") else ""

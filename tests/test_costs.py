@@ -98,7 +98,7 @@ def test_a_report_from_a_units_file_says_where_and_when_they_were_measured(tmp_p
     path = tmp_path / "units.json"
     path.write_text(json.dumps({"units": {}, "machine": {"command": "python benchmarks/scaling.py",
                                                           "date": "2026-11-27T10:29:26+0000", "cores": 2, "ranks": 2}}))
-    assert cli._units_source(str(path)) == (f"read from {path}, measured by `python benchmarks/scaling.py` "
-                                            "on 2026-11-27 (2 cores, 2 ranks at once)")
+    assert cli._units_source(str(path), cli._read_units_file(str(path))) == (
+        f"read from {path}, measured by `python benchmarks/scaling.py` on 2026-11-27 (2 cores, 2 ranks at once)")
     path.write_text(json.dumps({"units": {}}))
-    assert cli._units_source(str(path)) == f"read from {path}"
+    assert cli._units_source(str(path), cli._read_units_file(str(path))) == f"read from {path}"
