@@ -9,7 +9,7 @@
 #          table1  Table 1's three arms, small net, 40,000 iterations, 5 seeds  (~4.5 core-hours)
 #          sigma   ES at sigma 0.002..0.2 beside a proxy that follows its rho, 3 seeds (~4.3)
 #          limited tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
-#                  2,000 iterations, 5 seeds each                                    (~3)
+#                  2,000 iterations, 5 seeds each (3.9%'s seeds 0-2 too unless paper is named) (~3.8)
 #          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
 #          layers  ES on the small net to >= 90% with per-layer rho logged            (~1.3)
 #          report  the tables and figures of whatever is complete (after the runs of the sections named)
@@ -113,12 +113,17 @@ if wants sigma; then  # (sigma 0.002, seed 0) goes with section layers when both
   done; done
 fi
 
-if wants limited; then  # 3.9%: Fig. 2's proxy runs (seeds 0-2 with SGD beside them), two more seeds
-  for seed in 3 4; do spawn run fig2_tf/seed$seed/proxy_tf_paper proxy_tf_paper $TF --set run.seed=$seed; done
-  for rho in 0.101 0.089; do  # limited ES's measured rho: uniform bucket draw, size-proportional draw
-    for seed in $SEEDS5; do
-      spawn run limited_tf/rho$rho/seed$seed proxy_tf_paper $TF --set proxy.rho=$rho --set run.seed=$seed
-    done
+if wants limited; then  # 3.9%: Fig. 2's proxy runs (section paper makes seeds 0-2), beside limited
+  # ES's measured rho with the uniform bucket draw, seed by seed, so that a queue cut short leaves
+  # two comparable arms; then the size-proportional draw's rho
+  for seed in $SEEDS5; do
+    if [ "$seed" -gt 2 ] || ! wants paper; then
+      spawn run fig2_tf/seed$seed/proxy_tf_paper proxy_tf_paper $TF --set run.seed=$seed
+    fi
+    spawn run limited_tf/rho0.101/seed$seed proxy_tf_paper $TF --set proxy.rho=0.101 --set run.seed=$seed
+  done
+  for seed in $SEEDS5; do
+    spawn run limited_tf/rho0.089/seed$seed proxy_tf_paper $TF --set proxy.rho=0.089 --set run.seed=$seed
   done
 fi
 
