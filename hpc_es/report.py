@@ -199,6 +199,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
     from hpc_es.runs import FIGURES
     loaded = runs_mod.load_runs(paths)
     in_progress = [r for r in loaded if not r.complete]
+    label = dict(zip((r.path for r in loaded), run_labels([r.path for r in loaded])))  # as the every-run table
     runs = [r for r in loaded if r.complete]
     # training curves: from initialisation, long enough for a final accuracy (not rho measurements)
     training = [r for r in runs if not r.from_theta and r.config["run"]["iterations"] >= MIN_ITERATIONS_FOR_ACCURACY]
@@ -344,7 +345,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         *([""] + [f"Left out while still running ({plural(len(in_progress), 'run')} that "
                   + ("has not done what its config asks" if len(in_progress) == 1 else
                      "have not done what their configs ask")
-                  + "): " + ", ".join(f"{_dir_name(r.path)} ({_so_far(r)})" for r in in_progress) + "."]
+                  + "): " + ", ".join(f"{label[r.path]} ({_so_far(r)})" for r in in_progress) + "."]
           if in_progress else []),
         "",
         notes,
@@ -380,11 +381,6 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
 
 
 NOT_ADDRESSED = "does not address this"
-
-
-def _dir_name(path):
-    """The name of the run directory holding the results file ``path`` (how the tables name runs)."""
-    return os.path.basename(os.path.dirname(os.path.abspath(path)))
 
 
 def run_labels(paths):

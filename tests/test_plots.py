@@ -276,6 +276,7 @@ def test_claims_come_from_finished_training_runs_and_proxies_pair_with_the_es_ru
     only at the paper's sigma."""
     extra = tmp_path / "extra"
     _write(extra, "running", "corr_small_local", 7, np.full(3, 0.99), rho=0.09, complete=False)
+    _write(tmp_path / "other", "running", "corr_small_local", 6, np.full(2, 0.99), rho=0.09, complete=False)
     trained = config.load("corr_small_local", ["run.seed=8", "run.iterations=1", "net.theta_from=x.h5"]).to_dict()
     io.save_results(str(extra / "trained"), trained, {"completed_iterations": 1},
                     {"eval_iteration": [1], "val_accuracy": [0.97], "rho": [0.091], "rho_sgd_self": [-0.5],
@@ -294,11 +295,13 @@ def test_claims_come_from_finished_training_runs_and_proxies_pair_with_the_es_ru
     es_far = _write(extra, "far", "corr_small_local", 0, np.full(6, 0.3), rho=0.05, overrides=["es.sigma=0.2"])
     _write(extra, "follows", "proxy_small_local", 0, np.full(6, 0.6),
            overrides=[f"proxy.rho_from={es_far}/results.h5"])
-    text = report.reproduction([results, str(extra)], _offspring_only_units(), str(tmp_path / "R.md"),
-                               network=_free_network())
+    text = report.reproduction([results, str(extra), str(tmp_path / "other")], _offspring_only_units(),
+                               str(tmp_path / "R.md"), network=_free_network())
     claims = text.split("<!-- notes -->")[0]
-    assert "Left out while still running (2 runs that have not done what their configs ask): popgoing (N = 2,000 " \
-        "of up to 100,000, rho 15.00%), running (30 of 200 iterations)." in claims and "99.00%" not in claims
+    # named as the every-run table names them: two unfinished runs called 'running' told apart by their folders
+    assert "Left out while still running (3 runs that have not done what their configs ask): extra/popgoing " \
+        "(N = 2,000 of up to 100,000, rho 15.00%), extra/running (30 of 200 iterations), other/running " \
+        "(20 of 200 iterations)." in claims and "99.00%" not in claims
     assert any(line.startswith("| Population for rho = 20%") and "3,000 at rho 20.0%" in line
                for line in claims.splitlines()), claims
     rho_rows = [line for line in claims.splitlines() if line.startswith("| rho(g_ES")]
