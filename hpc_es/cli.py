@@ -341,13 +341,14 @@ def _dose(args):
         groups, at, skipped = dose.collect(runs, args.at)
     except ValueError as err:
         raise config.ConfigError(f"hpc-es dose {' '.join(args.results)}: {err}") from None
-    summaries = {key: dose.summarize(arms, pairs=args.pairs) for key, arms in sorted(groups.items()) if "sgd" in arms}
+    summaries = {key: dose.summarize(arms, pairs=args.pairs) for key, arms in sorted(groups.items())
+                 if "sgd" in arms or len(arms) > 1}  # without SGD: its rho arms against each other
     for net, departures in sorted(set(groups) - set(summaries)):
-        print(f"(left out: the proxy runs on {net}{''.join(', ' + d for d in departures)} have no SGD runs "
-              f"trained alike to compare with)")
+        print(f"(left out: the proxy runs on {net}{''.join(', ' + d for d in departures)} are one rho arm "
+              f"with no SGD runs trained alike to compare with)")
     if not summaries:
-        raise config.ConfigError(f"hpc-es dose: no SGD runs with proxies trained alike validated at iteration "
-                                 f"{at} ({skipped} runs without a validation there)")
+        raise config.ConfigError(f"hpc-es dose: no SGD runs or second rho arm trained alike beside the proxies "
+                                 f"validated at iteration {at} ({skipped} runs without a validation there)")
     units = _read_units(args.units) if args.units else None
     out = args.out or plots.default_out_dir([r.path for r in runs])
     record = []

@@ -14,7 +14,8 @@ seed share initialisation and mini-batches), at one validation iteration T:
   "does more correlation buy accuracy here" has its own answer, with or without SGD beside it;
 * the smallest rho whose accuracy is not significantly below SGD's (p >= alpha or a median at
   or above SGD's), at that rho and at every larger one; with run counts that cannot reach
-  p < alpha the answer is "every rho" and says so;
+  p < alpha the answer is "every rho" and says so (a group without SGD runs has only the
+  comparisons between its arms);
 * what each rho costs as real ES, by the finite-difference theory (N = 2 (P + 1) rho^2 /
   (1 - rho^2) pseudo-offspring) on each net, and in core-hours for T iterations by the cost
   model (:func:`hpc_es.costs.predict`, per-unit costs measured on some machine).
@@ -55,28 +56,32 @@ def collect(runs, at=None):
 
 
 def summarize(arms, alpha=ALPHA, pairs=None):
-    """One group's curve: {"sgd": stats, "rhos": [stats per rho, ascending], "between": [rho against
-    rho], "smallest_rho": rho or None, "could_reach": bool}; stats = runs, median, q25, q75, and for
-    a rho its test against SGD. ``pairs``: [(rho_a, rho_b)] to compare (those of this group with runs
-    in both arms; default: each rho against the next smaller)."""
-    if "sgd" not in arms:
-        raise ValueError("no SGD runs in this group: the dose-response is read against SGD")
-    sgd = _stats(arms["sgd"])
+    """One group's curve: {"sgd": stats or None, "rhos": [stats per rho, ascending], "between": [rho
+    against rho], "smallest_rho": rho or None, "could_reach": bool}; stats = runs, median, q25, q75,
+    and for a rho its test against SGD. ``pairs``: [(rho_a, rho_b)] to compare (those of this group
+    with runs in both arms; default: each rho against the next smaller). Without SGD runs (``sgd``
+    None) the arms are compared with each other only: no test against SGD, no smallest rho, and
+    ``could_reach`` says whether any comparison between arms can reach p < alpha."""
+    rhos = sorted(k for k in arms if k != "sgd")
+    if "sgd" not in arms and len(rhos) < 2:
+        raise ValueError("one proxy arm and no SGD runs: nothing to compare it with")
+    sgd = _stats(arms["sgd"]) if "sgd" in arms else None
     rows = []
-    for rho in sorted(k for k in arms if k != "sgd"):
+    for rho in rhos:
         row = {"rho": rho, **_stats(arms[rho])}
-        test = analysis.rank_sum(row["runs"], sgd["runs"])
+        test = analysis.rank_sum(row["runs"], sgd["runs"]) if sgd else None
         row["test"] = test and test.to_dict()
         row["below_sgd"] = bool(test is not None and test.p < alpha and row["median"] < sgd["median"])
-        row["runs_for_power"] = analysis.runs_for_power(row["runs"], sgd["runs"], alpha=alpha)[0]
+        row["runs_for_power"] = analysis.runs_for_power(row["runs"], sgd["runs"], alpha=alpha)[0] if sgd else None
         rows.append(row)
     smallest = None
-    for row in reversed(rows):  # the smallest rho from which on no arm is significantly below SGD
+    for row in reversed(rows if sgd else []):  # the smallest rho from which on no arm is significantly below SGD
         if row["below_sgd"]:
             break
         smallest = row["rho"]
-    could = any(r["test"] and r["test"]["min_p"] < alpha for r in rows)
-    return {"sgd": sgd, "rhos": rows, "between": between(rows, pairs, alpha), "smallest_rho": smallest,
+    pairs_between = between(rows, pairs, alpha)
+    could = any(t["test"] and t["test"]["min_p"] < alpha for t in (rows if sgd else pairs_between))
+    return {"sgd": sgd, "rhos": rows, "between": pairs_between, "smallest_rho": smallest,
             "could_reach": could, "alpha": alpha}
 
 
@@ -133,15 +138,17 @@ def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
     if units:
         head += "".join(f" ES N on {n} (theory) | ES core-hours on {n}, {at:,} it. (model) |" for n in cost_nets)
         cols += " ---: | ---: |" * len(cost_nets)
-    lines = [f"Accuracy against rho ({setting})", "", head, cols,
-             f"| SGD | {len(s['runs'])} | {100 * s['median']:.2f}% | {100 * s['q25']:.2f}-{100 * s['q75']:.2f}% | - | - |"
-             + (" - | - |" * len(cost_nets) if units else "")]
+    lines = [f"Accuracy against rho ({setting})", "", head, cols]
+    if s:
+        lines.append(f"| SGD | {len(s['runs'])} | {100 * s['median']:.2f}% | {100 * s['q25']:.2f}-{100 * s['q75']:.2f}% "
+                     "| - | - |" + (" - | - |" * len(cost_nets) if units else ""))
     for row in summary["rhos"]:
         t = row["test"]
-        test = "n/a" if t is None else f"{t['p']:.3g} ({t['min_p']:.2g}), {t['effect'][1]:+.2f}"
+        test = "no SGD runs" if s is None else "n/a" if t is None else \
+            f"{t['p']:.3g} ({t['min_p']:.2g}), {t['effect'][1]:+.2f}"
+        power = "-" if s is None else row["runs_for_power"] or "> 200"
         line = (f"| proxy, rho = {100 * row['rho']:g}% | {len(row['runs'])} | {100 * row['median']:.2f}% | "
-                f"{100 * row['q25']:.2f}-{100 * row['q75']:.2f}% | {test} | "
-                f"{row['runs_for_power'] or '> 200'} |")
+                f"{100 * row['q25']:.2f}-{100 * row['q75']:.2f}% | {test} | {power} |")
         if units:
             for n in cost_nets:
                 count, hours = es_cost(row["rho"], n, at, units)
@@ -157,7 +164,11 @@ def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
             lines.append(f"| {100 * pair['high']:g}% against {100 * pair['low']:g}% | {100 * hi['median']:.2f}% vs "
                          f"{100 * lo['median']:.2f}% | {test} | {pair['runs_for_power'] or '> 200'} |")
     lines.append("")
-    if not summary["could_reach"]:
+    if s is None:
+        lines.append("No SGD runs trained alike: the arms are compared with each other only (two-sided "
+                     "rank-sum)." + ("" if summary["could_reach"] else
+                                     f" These run counts cannot reach p < {alpha} in any of those comparisons."))
+    elif not summary["could_reach"]:
         lines.append(f"These run counts cannot reach p < {alpha} in any comparison: no rho can be called "
                      f"significantly below SGD with them.")
     elif summary["smallest_rho"] is None:

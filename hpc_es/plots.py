@@ -142,7 +142,8 @@ def default_out_dir(result_files):
 def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
     """The dose-response figure (:mod:`hpc_es.dose`) of one group into
     ``out_dir/dose_response_<net>.{png,pdf}``: each proxy arm's median accuracy against rho on a
-    log axis with its quartiles as error bars, SGD's median as a line with its quartile band."""
+    log axis with its quartiles as error bars, SGD's median as a line with its quartile band (when
+    the group has SGD runs)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -158,7 +159,8 @@ def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
         ax.errorbar(rho, med, yerr=err, color=COLOURS["proxy"], capsize=3, linewidth=1.4,
                     label="ES proxy (median, quartiles)")
         for below, face, words in ((True, COLOURS["proxy"], f"significantly below SGD (rank-sum p < {summary['alpha']})"),
-                                   (False, "white", "not significantly below SGD")):
+                                   (False, "white", "not significantly below SGD") if s else
+                                   (False, COLOURS["proxy"], "no SGD runs to test against")):
             pick = [i for i, r in enumerate(rows) if r["below_sgd"] == below]
             if pick:
                 ax.plot(rho[pick], med[pick], linestyle="none", marker="o", markersize=7, zorder=3,
@@ -166,8 +168,9 @@ def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
         ax.set_xscale("log")
         ax.set_xticks(rho)
         ax.set_xticklabels([f"{x:g}" for x in rho])
-    ax.axhline(100 * s["median"], color=COLOURS["sgd"], linewidth=1.2, label="SGD (median, quartile band)")
-    ax.axhspan(100 * s["q25"], 100 * s["q75"], color=COLOURS["sgd"], alpha=0.12, linewidth=0)
+    if s:
+        ax.axhline(100 * s["median"], color=COLOURS["sgd"], linewidth=1.2, label="SGD (median, quartile band)")
+        ax.axhspan(100 * s["q25"], 100 * s["q75"], color=COLOURS["sgd"], alpha=0.12, linewidth=0)
     ax.set_xlabel("rho(g_proxy, g_true) (%), log scale")
     ax.set_ylabel(f"Validation Accuracy at Iteration {at:,} (%)")
     ax.set_title("Accuracy against Gradient Correlation (ES Proxy)", fontsize=11)
@@ -175,7 +178,7 @@ def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
     ax.legend(fontsize=9, loc="lower right")
     counts = ", ".join(f"{100 * r['rho']:g}%: {len(r['runs'])}" for r in rows)
     caption = (f"{net} net{''.join(', ' + d for d in departures)}. Validation accuracy on all 10,000 MNIST test "
-               f"images at iteration {at:,}; runs: SGD {len(s['runs'])}, proxy {counts}.")
+               f"images at iteration {at:,}; runs: SGD {len(s['runs']) if s else 'none'}, proxy {counts}.")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
     return _save(fig, out_dir, f"dose_response_{net}", formats)

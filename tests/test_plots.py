@@ -213,6 +213,20 @@ def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path,
     assert (tmp_path / "fig" / "dose_response_small.png").exists() and (tmp_path / "fig" / "dose_response.json").exists()
     two = dose.summarize({"sgd": {0: 0.9, 1: 0.91}, 0.01: {0: 0.1, 1: 0.2}})  # 2 vs 2: min p = 1/3
     assert not two["could_reach"] and "cannot reach p < 0.05" in dose.markdown(("small", ()), 40, two)
+    # without SGD runs (Fig. 3 as proxies): the rho arms against each other only, table, figure and JSON
+    for path in tmp_path.glob("sgd*"):
+        for f in path.iterdir():
+            f.unlink()
+        path.rmdir()
+    assert cli.main([*"dose --at 40 --pair 0.01,0.04 --out".split(), str(tmp_path / "nosgd"), str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| SGD |" not in out and "No SGD runs trained alike" in out and "| 4% against 1% | " in out
+    assert "| proxy, rho = 1% | 5 | " in out and "no SGD runs | - |" in out
+    assert (tmp_path / "nosgd" / "dose_response_small.png").exists()
+    alone = dose.summarize({0.01: {0: 0.1, 1: 0.2}, 0.04: {0: 0.3, 1: 0.4}})
+    assert alone["sgd"] is None and alone["smallest_rho"] is None and not alone["could_reach"]  # 2 vs 2
+    with pytest.raises(ValueError, match="one proxy arm and no SGD"):
+        dose.summarize({0.01: {0: 0.1}})
 
 
 def _units():
