@@ -1,4 +1,5 @@
-"""``hpc-es`` command line: train, table1, report, plot, dose, gap, data fetch / verify, plan, presets.
+"""``hpc-es`` command line: train, table1, report, plot, dose, gap, archive, data fetch / verify, plan,
+presets.
 
 Heavy modules (numpy, numba kernels) are imported inside the commands, after ``--threads``
 has set the thread variables, so the thread count takes effect for BLAS too. Every bad input
@@ -163,6 +164,13 @@ def _parser():
     gap.add_argument("--out", help="directory for proxy_gap_<net>.{png,pdf} and proxy_gap.json (default: "
                      "figures/ beside the results)")
     gap.set_defaults(func=_gap)
+
+    archive = sub.add_parser("archive", help="copy results files without their theta (kilobytes: what the "
+                             "analyses read) into another directory, keeping their layout")
+    archive.add_argument("results", nargs="+", help="run directories, folders of runs, or results.h5 files")
+    archive.add_argument("--to", required=True, metavar="DIR", help="destination: a folder given is copied "
+                         "to DIR/<its name>/..., a results file to DIR/<its run directory's name>/")
+    archive.set_defaults(func=_archive)
 
     data = sub.add_parser("data", help="MNIST files: fetch or verify")
     data_sub = data.add_subparsers(required=True, metavar="ACTION")
@@ -377,6 +385,29 @@ def _gap(args):
     print("figure: " + ", ".join(plots.proxy_gap(summaries, out)))
     record = [{"net": k[0], "sigma": k[1], **s} for k, s in summaries.items() if s]
     _write_json(os.path.join(out, "proxy_gap.json"), record)
+
+
+def _archive(args):
+    from hpc_es import io, runs as runs_mod
+    copies = []  # (source, destination run directory); a damaged source stops the command, naming it
+    for path in args.results:
+        top = os.path.dirname(os.path.abspath(path.rstrip(os.sep)))
+        if os.path.isfile(path):
+            top = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        found = runs_mod.find_results([path])
+        if not found:
+            raise io.RunDirError(f"hpc-es archive: {path}: no {io.RESULTS} under it")
+        copies += [(f, os.path.join(args.to, os.path.relpath(os.path.dirname(os.path.abspath(f)), top)))
+                   for f in found]
+    onto = [src for src, out in copies if os.path.realpath(out) == os.path.realpath(os.path.dirname(src))]
+    if onto:
+        raise io.RunDirError(f"hpc-es archive: {onto[0]} would be archived onto itself (--to {args.to})")
+    total = 0
+    for src, out in copies:
+        os.makedirs(out, exist_ok=True)
+        total += io.archive_results(src, out)
+    print(f"archived {len(copies)} results file{'s' if len(copies) != 1 else ''} without theta into {args.to} "
+          f"({total / 1024:,.0f} KiB)")
 
 
 def _read_units_file(path):

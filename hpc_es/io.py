@@ -228,9 +228,10 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
-def _write_history(group, history):
+def _write_history(group, history, compress=False):
+    extra = {"compression": "gzip", "shuffle": True} if compress else {}
     for key, values in history.items():
-        group.create_dataset(key, data=np.asarray(values), maxshape=(None,))
+        group.create_dataset(key, data=np.asarray(values), maxshape=(None,), **extra)
 
 
 def _read_history(group):
@@ -305,17 +306,32 @@ def load_checkpoint(out):
     raise RunDirError(f"{out}: no readable checkpoint: " + "; ".join(errors or ["none found"]))
 
 
-def save_results(out, config_dict, meta, history, theta):
-    """Write ``results.h5``: config and metadata attributes, history datasets, final theta."""
+def save_results(out, config_dict, meta, history, theta, compress=False):
+    """Write ``results.h5``: config and metadata attributes, history datasets (gzip-compressed
+    with ``compress``), final theta."""
     def fill(f):
         f.attrs["kind"] = "results"
         f.attrs["config"] = json.dumps(config_dict)
         for key, value in meta.items():
             f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
-        _write_history(f.create_group("history"), history)
+        _write_history(f.create_group("history"), history, compress)
         f.create_dataset("theta", data=theta)
 
     _atomic_h5(os.path.join(out, RESULTS), fill, fault=("results_write", meta.get("completed_iterations")))
+
+
+def archive_results(src, out):
+    """Copy the results file ``src`` into the run directory ``out`` without its theta: config,
+    metadata and the compressed history, which is all the analyses (report, plot, dose, gap,
+    a proxy's ``proxy.rho_from``) read; kilobytes instead of the 13 MB of tf_tutorial's theta,
+    small enough to keep beside the documents they support. The copy records the theta's
+    length (``theta_dropped``); :func:`load_theta` refuses it, saying so. Returns the bytes written."""
+    res = read_results(src)  # checks the digest: a damaged file is not archived
+    theta, history, cfg = res.pop("theta"), res.pop("history"), res.pop("config")
+    meta = {k: v for k, v in res.items() if k not in ("kind", "schema")}
+    meta["theta_dropped"] = int(meta.get("theta_dropped", theta.size))
+    save_results(out, cfg, meta, history, np.zeros(0, np.float32), compress=True)
+    return os.path.getsize(os.path.join(out, RESULTS))
 
 
 def read_results(path):
@@ -360,6 +376,9 @@ def load_theta(path, n_params):
         with h5py.File(path, "r") as f:
             if "theta" not in f:
                 raise RunDirError(f"{path}: no 'theta' dataset (expected a results.h5 or checkpoint.h5)")
+            if "theta_dropped" in f.attrs:
+                raise RunDirError(f"{path}: an archived copy without its theta (`hpc-es archive` keeps the "
+                                  f"history only); give the run's own results.h5 or checkpoint.h5")
             if "sha256" in f.attrs:
                 _verify(f)
             theta = f["theta"][()]

@@ -368,7 +368,7 @@ def _results_meta(out):
     except io.RunDirError:
         return {}
     return {k: v for k, v in res.items() if k not in ("config", "history", "theta", "kind", "schema",
-                                                     "completed_iterations")}
+                                                     "completed_iterations", "theta_dropped")}
 
 
 def _load_data(comm, cfg):
