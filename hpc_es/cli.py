@@ -153,7 +153,8 @@ def _parser():
     dose.add_argument("--pair", dest="pairs", action="append", type=_rho_pair, metavar="RHO_A,RHO_B",
                       help="also test these two rho arms against each other (repeatable; default: each rho "
                       "against the next smaller)")
-    dose.add_argument("--out", help="directory for dose_response_<net>.{png,pdf} and dose_response.json "
+    dose.add_argument("--out", help="directory for dose_response_<net>.{png,pdf}, the arms' curves "
+                      "dose_curves_<net>.{png,pdf} and dose_response.json "
                       "(default: figures/ beside the results)")
     dose.set_defaults(func=_dose)
 
@@ -360,9 +361,10 @@ def _dose(args):
     units = _read_units(args.units) if args.units else None
     out = args.out or plots.default_out_dir([r.path for r in runs])
     record = []
+    curves = dose.curves(runs, at)
     for key, summary in summaries.items():
         print(dose.markdown(key, at, summary, units) + "\n")
-        paths = plots.dose_response(key, at, summary, out)
+        paths = plots.dose_response(key, at, summary, out) + plots.dose_curves(key, at, curves[key], out)
         print("figure: " + ", ".join(paths))
         record.append({"net": key[0], "departures": list(key[1]), "iteration": at, **summary})
     if skipped:

@@ -37,6 +37,30 @@ def collect(runs, at=None):
     SGD and constant-rho proxy runs among ``runs``, and the iteration used. ``at`` None: the
     largest validation iteration every such run reached. Runs without a validation at ``at``
     are left out (counted in ``skipped``)."""
+    groups, at, skipped = _arms(runs, at)
+    return ({key: {arm: {seed: float(r.history["val_accuracy"][list(r.history["eval_iteration"]).index(at)])
+                         for seed, r in by_seed.items()} for arm, by_seed in arms.items()}
+             for key, arms in groups.items()}, at, skipped)
+
+
+def curves(runs, at=None):
+    """{(net, departures): {arm: (x, median, q25, q75, n_runs)}}: the validation curves, up to
+    iteration ``at``, of the runs :func:`collect` reads (median and quartiles across seeds)."""
+    groups, at, _ = _arms(runs, at)
+    out = {}
+    for key, arms in groups.items():
+        for arm, by_seed in arms.items():
+            curve = runs_mod.band(by_seed.values())
+            if curve is not None:
+                x, med, q25, q75, n = curve
+                keep = x <= at
+                out.setdefault(key, {})[arm] = (x[keep], med[keep], q25[keep], q75[keep], n)
+    return out
+
+
+def _arms(runs, at):
+    """{(net, departures): {"sgd" or rho: {seed: run}}} of the runs with a validation at ``at``
+    (None: the largest every such run reached), ``at``, and the count left out."""
     chosen = [r for r in runs if r.config["run"]["method"] in ("sgd", "proxy")
               and not r.config["proxy"].get("rho_from") and len(r.history.get("eval_iteration", []))]
     if not chosen:
@@ -45,13 +69,12 @@ def collect(runs, at=None):
         at = int(min(r.history["eval_iteration"][-1] for r in chosen))
     groups, skipped = {}, 0
     for r in chosen:
-        done = list(np.asarray(r.history["eval_iteration"]))
-        if at not in done:
+        if at not in list(np.asarray(r.history["eval_iteration"])):
             skipped += 1
             continue
         key = (r.config["net"]["arch"], tuple(runs_mod.departures(r.config)))
         arm = "sgd" if r.config["run"]["method"] == "sgd" else float(r.config["proxy"]["rho"])
-        groups.setdefault(key, {}).setdefault(arm, {})[r.seed] = float(r.history["val_accuracy"][done.index(at)])
+        groups.setdefault(key, {}).setdefault(arm, {})[r.seed] = r
     return groups, at, skipped
 
 

@@ -184,6 +184,49 @@ def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
     return _save(fig, out_dir, f"dose_response_{net}", formats)
 
 
+def dose_curves(key, at, arms, out_dir, formats=("png", "pdf")):
+    """The validation curves of one dose-response group (:func:`hpc_es.dose.curves`: SGD and each
+    rho arm, median with quartile band) into ``out_dir/dose_curves_<net>.{png,pdf}``: the whole
+    run, and beside it the second half with the accuracy axis fitted to it, where arms a few
+    tenths of a point apart can be told apart (as Fig. 3's "overlapping" curves cannot be at
+    full scale)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    net, departures = key
+    rhos = sorted(a for a in arms if a != "sgd")
+    shades = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(len(rhos), 1)))
+    style = {"sgd": (COLOURS["sgd"], "SGD"), **{r: (shades[i], f"proxy, rho = {100 * r:g}%") for i, r in enumerate(rhos)}}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    low, high = [], []
+    for arm in ["sgd"] * ("sgd" in arms) + rhos:
+        x, med, q25, q75, _ = arms[arm]
+        colour, words = style[arm]
+        for ax, keep in ((axes[0], x >= 0), (axes[1], x >= at / 2)):
+            ax.plot(x[keep], 100 * med[keep], color=colour, linewidth=1.4, label=words)
+            ax.fill_between(x[keep], 100 * q25[keep], 100 * q75[keep], color=colour, alpha=0.2, linewidth=0)
+        if (x >= at / 2).any():
+            low.append(100 * q25[x >= at / 2].min())
+            high.append(100 * q75[x >= at / 2].max())
+    if low:
+        pad = 0.1 * (max(high) - min(low)) + 0.05
+        axes[1].set_ylim(min(low) - pad, max(high) + pad)
+    for ax, title in ((axes[0], "Whole run"), (axes[1], f"Iterations {at // 2:,}-{at:,}, accuracy axis fitted")):
+        ax.set_xlabel("Iteration")
+        ax.set_ylabel("Validation Accuracy (%)")
+        ax.set_title(title, fontsize=11)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=9, loc="lower right")
+    counts = ", ".join(f"{style[a][1]}: {arms[a][4]}" for a in ["sgd"] * ("sgd" in arms) + rhos)
+    caption = (f"{net} net{''.join(', ' + d for d in departures)}. Validation accuracy on all 10,000 MNIST test "
+               f"images; line: median across runs, band: 25th-75th percentile. Runs per curve: {counts}.")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
+    return _save(fig, out_dir, f"dose_curves_{net}", formats)
+
+
 def layers(run, out_dir, formats=("png", "pdf"), window=10):
     """Which layers ES gets right along one run (reading notes, Question 1) into
     ``out_dir/layers_<run directory>.{png,pdf}``: per layer, the measured rho(g_ES, g_true)

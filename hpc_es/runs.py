@@ -193,14 +193,22 @@ def curves(runs, figure, key="val_accuracy", at="eval_iteration"):
     groups = group(runs, figure, lambda r: key in r.history and len(r.history[key]))
     out = {}
     for name, by_seed in groups.items():
-        series = [(np.asarray(r.history[at]) if at else np.arange(1, len(r.history[key]) + 1),
-                   np.asarray(r.history[key], float)) for r in by_seed.values()]
-        x = series[0][0]
-        for xs, _ in series[1:]:
-            x = np.intersect1d(x, xs)
-        if x.size == 0:
-            continue
-        ys = np.array([y[np.searchsorted(xs, x)] for xs, y in series])
-        q25, med, q75 = np.percentile(ys, [25, 50, 75], axis=0)
-        out[name] = (x, med, q25, q75, len(series))
+        curve = band(by_seed.values(), key, at)
+        if curve is not None:
+            out[name] = curve
     return out
+
+
+def band(runs, key="val_accuracy", at="eval_iteration"):
+    """(x, median, q25, q75, n_runs) of ``key`` across ``runs`` at the points every run has
+    (``at``: the history key of those points; None: iterations 1, 2, ...), or None if they share none."""
+    series = [(np.asarray(r.history[at]) if at else np.arange(1, len(r.history[key]) + 1),
+               np.asarray(r.history[key], float)) for r in runs]
+    x = series[0][0]
+    for xs, _ in series[1:]:
+        x = np.intersect1d(x, xs)
+    if x.size == 0:
+        return None
+    ys = np.array([y[np.searchsorted(xs, x)] for xs, y in series])
+    q25, med, q75 = np.percentile(ys, [25, 50, 75], axis=0)
+    return x, med, q25, q75, len(series)

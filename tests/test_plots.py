@@ -211,6 +211,12 @@ def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path,
     assert "| 16% against 1% | " in out and "| 4% against 1% |" not in out
     assert "Smallest rho not significantly below SGD (two-sided rank-sum" in out and ": 16%." in out
     assert (tmp_path / "fig" / "dose_response_small.png").exists() and (tmp_path / "fig" / "dose_response.json").exists()
+    assert (tmp_path / "fig" / "dose_curves_small.png").exists()
+    x, med, q25, q75, n = dose.curves(runs, 40)[("small", ())][0.16]  # the curves up to the iteration read
+    accs = [r.history["val_accuracy"][:4] for r in runs if r.config["proxy"]["rho"] == 0.16
+            and r.config["run"]["method"] == "proxy"]
+    assert list(x) == [10, 20, 30, 40] and n == 5 and np.allclose(med, np.median(accs, axis=0))
+    assert np.allclose(q25, np.percentile(accs, 25, axis=0)) and np.allclose(q75, np.percentile(accs, 75, axis=0))
     two = dose.summarize({"sgd": {0: 0.9, 1: 0.91}, 0.01: {0: 0.1, 1: 0.2}})  # 2 vs 2: min p = 1/3
     assert not two["could_reach"] and "cannot reach p < 0.05" in dose.markdown(("small", ()), 40, two)
     # without SGD runs (Fig. 3 as proxies): the rho arms against each other only, table, figure and JSON
