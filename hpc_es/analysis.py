@@ -241,6 +241,31 @@ def rank_sum_power(a, b, n, alpha=0.05, sims=4000, seed=0):
     sd_a, sd_b = (float(x.std(ddof=1)) if x.size > 1 else 0.0 for x in (a, b))
     if sd_a == 0 and sd_b == 0:  # every simulated experiment separates the two fully, or none does
         return float(a.mean() != b.mean())
+    u = _simulated_u(a, b, n, sims, seed)
+    mean, sd = n * n / 2, math.sqrt(n * n * (2 * n + 1) / 12)
+    z = np.maximum(np.abs(u - mean) - 0.5, 0) / sd
+    return float(np.mean(z > NormalDist().inv_cdf(1 - alpha / 2)))
+
+
+def chance_of_p_at_least(a, b, n, p0, sims=4000, seed=0):
+    """How often n vs n runs give a two-sided exact rank-sum p >= ``p0`` under the model of
+    :func:`rank_sum_power` (each method normal with its runs' mean and sd): e.g. how likely a
+    published p = 0.75 is if the two methods differ as ``a`` and ``b`` do. Exact p per
+    experiment from the null distribution of U (no ties: continuous values); n <= 8."""
+    if n > 8:
+        raise ValueError(f"n = {n}: the exact null distribution is enumerated up to 8 vs 8 runs")
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    null = np.array([sum(c) for c in itertools.combinations(range(1, 2 * n + 1), n)]) - n * (n + 1) / 2
+    centre = n * n / 2
+    p_of_u = {u: float(np.mean(np.abs(null - centre) >= abs(u - centre) - 1e-9)) for u in range(n * n + 1)}
+    u = _simulated_u(a, b, n, sims, seed)
+    return float(np.mean([p_of_u[int(round(x))] >= p0 - 1e-12 for x in u]))
+
+
+def _simulated_u(a, b, n, sims, seed):
+    """U of ``a``'s side in ``sims`` simulated n vs n experiments, each method normal with its
+    runs' mean and sd (ddof 1; 0 for one run)."""
+    sd_a, sd_b = (float(x.std(ddof=1)) if x.size > 1 else 0.0 for x in (a, b))
     rng = np.random.default_rng(seed)
     both = np.concatenate([a.mean() + sd_a * rng.standard_normal((sims, n)),
                            b.mean() + sd_b * rng.standard_normal((sims, n))], axis=1)
@@ -248,10 +273,7 @@ def rank_sum_power(a, b, n, alpha=0.05, sims=4000, seed=0):
     # ranks give U (ties inside one sample do not change its rank sum)
     ranks = np.empty_like(both)
     np.put_along_axis(ranks, np.argsort(both, axis=1), np.arange(1, 2 * n + 1, dtype=float)[None, :], axis=1)
-    u = ranks[:, :n].sum(axis=1) - n * (n + 1) / 2
-    mean, sd = n * n / 2, math.sqrt(n * n * (2 * n + 1) / 12)
-    z = np.maximum(np.abs(u - mean) - 0.5, 0) / sd
-    return float(np.mean(z > NormalDist().inv_cdf(1 - alpha / 2)))
+    return ranks[:, :n].sum(axis=1) - n * (n + 1) / 2
 
 
 def runs_for_power(a, b, power=0.8, alpha=0.05, max_runs=200, sims=4000, seed=0):

@@ -150,6 +150,10 @@ def _parser():
                       "every run reached)")
     dose.add_argument("--units", help="per-unit costs JSON (benchmarks/out/units.json) to add each rho's ES "
                       "cost; without it, no costs")
+    dose.add_argument("--window", type=_positive, default=1, help="read each run as the mean of its K "
+                      "validations ending at --at (default 1: that validation alone)")
+    dose.add_argument("--paper-p", type=float, metavar="P", help="also say how often these run counts would "
+                      "give p >= P between the arms compared, under the power model (e.g. 0.75: Fig. 3's)")
     dose.add_argument("--pair", dest="pairs", action="append", type=_rho_pair, metavar="RHO_A,RHO_B",
                       help="also test these two rho arms against each other (repeatable; default: each rho "
                       "against the next smaller)")
@@ -347,10 +351,11 @@ def _dose(args):
     from hpc_es import config, dose, plots, runs as runs_mod
     runs = runs_mod.load_runs(args.results)
     try:
-        groups, at, skipped = dose.collect(runs, args.at)
+        groups, at, skipped = dose.collect(runs, args.at, args.window)
     except ValueError as err:
         raise config.ConfigError(f"hpc-es dose {' '.join(args.results)}: {err}") from None
-    summaries = {key: dose.summarize(arms, pairs=args.pairs) for key, arms in sorted(groups.items())
+    summaries = {key: {**dose.summarize(arms, pairs=args.pairs, paper_p=args.paper_p), "window": args.window}
+                 for key, arms in sorted(groups.items())
                  if "sgd" in arms or len(arms) > 1}  # without SGD: its rho arms against each other
     for net, departures in sorted(set(groups) - set(summaries)):
         print(f"(left out: the proxy runs on {net}{''.join(', ' + d for d in departures)} are one rho arm "

@@ -32,15 +32,23 @@ from hpc_es import analysis, runs as runs_mod
 ALPHA = 0.05
 
 
-def collect(runs, at=None):
+def collect(runs, at=None, window=1):
     """{(net, departures): {"sgd" or rho: {seed: accuracy at validation iteration ``at``}}} of the
     SGD and constant-rho proxy runs among ``runs``, and the iteration used. ``at`` None: the
     largest validation iteration every such run reached. Runs without a validation at ``at``
-    are left out (counted in ``skipped``)."""
+    are left out (counted in ``skipped``). ``window``: see :func:`endpoint`."""
     groups, at, skipped = _arms(runs, at)
-    return ({key: {arm: {seed: float(r.history["val_accuracy"][list(r.history["eval_iteration"]).index(at)])
-                         for seed, r in by_seed.items()} for arm, by_seed in arms.items()}
+    return ({key: {arm: {seed: endpoint(r, at, window) for seed, r in by_seed.items()} for arm, by_seed in arms.items()}
              for key, arms in groups.items()}, at, skipped)
+
+
+def endpoint(run, at, window=1):
+    """A run's accuracy read at validation iteration ``at``: that validation's, or with ``window``
+    K > 1 the mean of the K validations ending there (ours: one validation's noise, a few tenths
+    of a point on tf_tutorial, can hide a difference the curves show)."""
+    done = list(np.asarray(run.history["eval_iteration"]))
+    end = done.index(at) + 1
+    return float(np.mean(run.history["val_accuracy"][max(0, end - window):end]))
 
 
 def curves(runs, at=None):
@@ -78,13 +86,15 @@ def _arms(runs, at):
     return groups, at, skipped
 
 
-def summarize(arms, alpha=ALPHA, pairs=None):
+def summarize(arms, alpha=ALPHA, pairs=None, paper_p=None):
     """One group's curve: {"sgd": stats or None, "rhos": [stats per rho, ascending], "between": [rho
     against rho], "smallest_rho": rho or None, "could_reach": bool}; stats = runs, median, q25, q75,
     and for a rho its test against SGD. ``pairs``: [(rho_a, rho_b)] to compare (those of this group
     with runs in both arms; default: each rho against the next smaller). Without SGD runs (``sgd``
     None) the arms are compared with each other only: no test against SGD, no smallest rho, and
-    ``could_reach`` says whether any comparison between arms can reach p < alpha."""
+    ``could_reach`` says whether any comparison between arms can reach p < alpha. ``paper_p``: each
+    comparison between arms also says how often its run counts would give p >= ``paper_p``
+    (:func:`hpc_es.analysis.chance_of_p_at_least`), e.g. how likely a published p is."""
     rhos = sorted(k for k in arms if k != "sgd")
     if "sgd" not in arms and len(rhos) < 2:
         raise ValueError("one proxy arm and no SGD runs: nothing to compare it with")
@@ -102,13 +112,13 @@ def summarize(arms, alpha=ALPHA, pairs=None):
         if row["below_sgd"]:
             break
         smallest = row["rho"]
-    pairs_between = between(rows, pairs, alpha)
+    pairs_between = between(rows, pairs, alpha, paper_p)
     could = any(t["test"] and t["test"]["min_p"] < alpha for t in (rows if sgd else pairs_between))
     return {"sgd": sgd, "rhos": rows, "between": pairs_between, "smallest_rho": smallest,
             "could_reach": could, "alpha": alpha}
 
 
-def between(rows, pairs=None, alpha=ALPHA):
+def between(rows, pairs=None, alpha=ALPHA, paper_p=None):
     """Rank-sum tests between rho arms of one group (``rows`` as in :func:`summarize`): each pair
     (lower rho, higher rho) with the test of the higher against the lower (effect > 0: more
     correlation, more accuracy) and the runs per arm a rank-sum test would need for 80% power.
@@ -122,8 +132,13 @@ def between(rows, pairs=None, alpha=ALPHA):
     out = []
     for lo, hi in chosen:
         test = analysis.rank_sum(by_rho[hi]["runs"], by_rho[lo]["runs"])
+        a, b = by_rho[hi]["runs"], by_rho[lo]["runs"]
         out.append({"low": lo, "high": hi, "test": test and test.to_dict(),
-                    "runs_for_power": analysis.runs_for_power(by_rho[hi]["runs"], by_rho[lo]["runs"], alpha=alpha)[0]})
+                    "runs_for_power": analysis.runs_for_power(a, b, alpha=alpha)[0]})
+        n = min(len(a), len(b))
+        if paper_p is not None and 2 <= n <= 8:
+            out[-1]["chance_of_paper_p"] = {"p": paper_p, "runs": n,
+                                            "chance": analysis.chance_of_p_at_least(a, b, n, paper_p)}
     return out
 
 
@@ -154,8 +169,10 @@ def es_cost(rho, arch, iterations, units, ranks=100, ranks_per_node=32):
 def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
     """The table of one group's curve, its reading, and (with ``units``) the cost of each rho as ES."""
     net, departures = key
-    s, alpha = summary["sgd"], summary["alpha"]
-    setting = f"{net}, validation accuracy at iteration {at:,}" + "".join(f", {d}" for d in departures)
+    s, alpha, window = summary["sgd"], summary["alpha"], summary.get("window", 1)
+    setting = (f"{net}, validation accuracy at iteration {at:,}" if window == 1 else
+               f"{net}, mean validation accuracy over the {window} validations ending at iteration {at:,}")
+    setting += "".join(f", {d}" for d in departures)
     head = "| arm | runs | median | quartiles | rank-sum vs SGD: p (smallest possible), r | runs for 80% power |"
     cols = "| --- | ---: | ---: | ---: | ---: | ---: |"
     if units:
@@ -181,11 +198,19 @@ def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
         lines += ["", "| higher rho against lower | medians | rank-sum: p (smallest possible), r | runs for 80% power |",
                   "| --- | ---: | ---: | ---: |"]
         by_rho = {r["rho"]: r for r in summary["rhos"]}
+        chance = [p["chance_of_paper_p"] for p in summary["between"] if "chance_of_paper_p" in p]
+        if chance:
+            lines[-2] += f" chance of p >= {chance[0]['p']:g} |"
+            lines[-1] += " ---: |"
         for pair in summary["between"]:
             t, hi, lo = pair["test"], by_rho[pair["high"]], by_rho[pair["low"]]
             test = "n/a" if t is None else f"{t['p']:.3g} ({t['min_p']:.2g}), {t['effect'][1]:+.2f}"
-            lines.append(f"| {100 * pair['high']:g}% against {100 * pair['low']:g}% | {100 * hi['median']:.2f}% vs "
-                         f"{100 * lo['median']:.2f}% | {test} | {pair['runs_for_power'] or '> 200'} |")
+            line = (f"| {100 * pair['high']:g}% against {100 * pair['low']:g}% | {100 * hi['median']:.2f}% vs "
+                    f"{100 * lo['median']:.2f}% | {test} | {pair['runs_for_power'] or '> 200'} |")
+            if chance:
+                c = pair.get("chance_of_paper_p")
+                line += f" {c['chance']:.1%} ({c['runs']} vs {c['runs']}) |" if c else " - |"
+            lines.append(line)
     lines.append("")
     if s is None:
         lines.append("No SGD runs trained alike: the arms are compared with each other only (two-sided "
@@ -200,7 +225,9 @@ def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
         lines.append(f"Smallest rho not significantly below SGD (two-sided rank-sum, p >= {alpha} or a median "
                      f"at or above SGD's, there and at every larger rho): {100 * summary['smallest_rho']:g}%.")
     lines.append("Runs for 80% power: per method, for the rank-sum test at this alpha, if each arm's accuracies "
-                 "were normal with its runs' mean and standard deviation (ours: a model).")
+                 "were normal with its runs' mean and standard deviation (ours: a model)" +
+                 ("; chance of p >= P: how often that many runs per arm would give a two-sided exact rank-sum "
+                  "p >= P under the same model." if any("chance_of_paper_p" in p for p in summary["between"]) else "."))
     if units:
         lines.append("ES N: the theory's pseudo-offspring for that rho, 2 (P + 1) rho^2 / (1 - rho^2) (ours); "
                      "core-hours: our cost model on 100 ranks (32 per node), per-unit costs as measured.")

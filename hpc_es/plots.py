@@ -172,7 +172,9 @@ def dose_response(key, at, summary, out_dir, formats=("png", "pdf")):
         ax.axhline(100 * s["median"], color=COLOURS["sgd"], linewidth=1.2, label="SGD (median, quartile band)")
         ax.axhspan(100 * s["q25"], 100 * s["q75"], color=COLOURS["sgd"], alpha=0.12, linewidth=0)
     ax.set_xlabel("rho(g_proxy, g_true) (%), log scale")
-    ax.set_ylabel(f"Validation Accuracy at Iteration {at:,} (%)")
+    window = summary.get("window", 1)
+    ax.set_ylabel(f"Validation Accuracy at Iteration {at:,} (%)" if window == 1 else
+                  f"Mean Val. Accuracy, {window} Validations to {at:,} (%)")
     ax.set_title("Accuracy against Gradient Correlation (ES Proxy)", fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9, loc="lower right")

@@ -285,6 +285,24 @@ def test_runs_for_power_matches_the_textbook_sample_size():
     assert analysis.runs_for_power([0.0, 0.1], [0.0, 0.1], max_runs=8)[0] is None  # no difference: never
 
 
+def test_chance_of_a_large_p_matches_scipys_exact_test_on_simulated_experiments():
+    """How often 5 vs 5 runs give p >= 0.75 (and >= 0.05) when the methods differ by 1.4 standard
+    deviations, against scipy's exact Mann-Whitney p on 2,000 experiments drawn independently;
+    with no difference, p >= 0.75 has the exact null's probability 1 - p(U = 10) = 0.31 by hand:
+    U in 11..14 of 0..25 (counts 19, 20, 20, 19 of 252 splits -> 78/252)."""
+    stats = pytest.importorskip("scipy.stats")
+    a, b = np.array([0.0, 1.0, 2.0, 1.0, 1.0]) + 1.4 * np.std([0, 1, 2, 1, 1], ddof=1), np.array([0.0, 1, 2, 1, 1])
+    rng = np.random.default_rng(5)
+    draws = [(a.mean() + a.std(ddof=1) * rng.standard_normal(5), b.mean() + b.std(ddof=1) * rng.standard_normal(5))
+             for _ in range(2000)]
+    scipy_p = np.array([stats.mannwhitneyu(x, y, method="exact").pvalue for x, y in draws])
+    for p0 in (0.75, 0.05):
+        assert abs(analysis.chance_of_p_at_least(a, b, 5, p0) - np.mean(scipy_p >= p0)) < 0.035, p0
+    assert abs(analysis.chance_of_p_at_least(b, b, 5, 0.75, sims=20000) - 78 / 252) < 0.012
+    with pytest.raises(ValueError, match="up to 8 vs 8"):
+        analysis.chance_of_p_at_least(a, b, 9, 0.75)
+
+
 def test_es_correlation_with_the_smoothed_gradient_follows_the_finite_sigma_theory():
     """On f = sum a_j cos(k_j theta_j) at sigma = 0.5 (high frequencies damped: ES follows the
     smoothed gradient, not the local one), ES's estimate from n pairs correlates with the exact

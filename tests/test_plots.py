@@ -212,6 +212,14 @@ def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path,
     assert "Smallest rho not significantly below SGD (two-sided rank-sum" in out and ": 16%." in out
     assert (tmp_path / "fig" / "dose_response_small.png").exists() and (tmp_path / "fig" / "dose_response.json").exists()
     assert (tmp_path / "fig" / "dose_curves_small.png").exists()
+    # the mean of the last 3 validations up to 40 (iterations 20, 30, 40), and how often 5 vs 5 give p >= 0.75
+    one = next(r for r in runs if r.config["run"]["method"] == "sgd" and r.seed == 2)
+    assert np.isclose(dose.endpoint(one, 40, 3), np.mean(one.history["val_accuracy"][1:4]))
+    assert cli.main([*"dose --at 40 --window 3 --paper-p 0.75 --pair 0.01,0.04 --out".split(), str(tmp_path / "w"),
+                     str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mean validation accuracy over the 3 validations ending at iteration 40" in out
+    assert "| 4% against 1% | " in out and "| 0.0% (5 vs 5) |" in out  # 10 sd apart: never p >= 0.75
     x, med, q25, q75, n = dose.curves(runs, 40)[("small", ())][0.16]  # the curves up to the iteration read
     accs = [r.history["val_accuracy"][:4] for r in runs if r.config["proxy"]["rho"] == 0.16
             and r.config["run"]["method"] == "proxy"]
