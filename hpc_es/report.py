@@ -485,11 +485,15 @@ def _fig3_as_proxies(key, arms, at, limited):
             draws[arm] = r.config["es"]["bucket_choice"]
     rows = []
     stats = {r: {"rho": r, "runs": [arms[r][seed] for seed in sorted(arms[r])]} for r in rhos}
-    for pair in dose.between(list(stats.values()), [(base, r) for r in sorted(draws)]):
+    for pair in dose.between(list(stats.values()), [(base, r) for r in sorted(draws)], paper_p=value("fig3_p")):
         hi, lo, t = stats[pair["high"]]["runs"], stats[pair["low"]]["runs"], pair["test"]
         test = ("too few runs for a test" if t is None else
                 f"rank-sum p = {t['p']:.2g} (smallest possible {t['min_p']:.2g}), r = {t['effect'][1]:+.2f}")
         power = pair["runs_for_power"]
+        chance = pair.get("chance_of_paper_p")
+        if chance:
+            test += (f"; {chance['runs']} vs {chance['runs']} runs would give p >= {chance['p']:g} in "
+                     f"{chance['chance']:.0%} of experiments (our model)")
         rows.append(f"| Limited vs full ES (Fig. 3), as ES proxies at each one's measured rho | no significant "
                     f"difference, p = {paper_text('fig3_p')} (real ES, 5 runs each) | rho {100 * pair['high']:g}% "
                     f"(limited, {draws[pair['high']]} draw) vs {100 * pair['low']:g}% (full): medians {100 * np.median(hi):.2f}% vs {100 * np.median(lo):.2f}%, "
