@@ -493,7 +493,7 @@ def _fig3_as_proxies(key, arms, at, limited):
         chance = pair.get("chance_of_paper_p")
         if chance:
             test += (f"; {chance['runs']} vs {chance['runs']} runs would give p >= {chance['p']:g} in "
-                     f"{chance['chance']:.0%} of experiments (our model)")
+                     f"{chance['chance']:.1%} of experiments (our model)")
         rows.append(f"| Limited vs full ES (Fig. 3), as ES proxies at each one's measured rho | no significant "
                     f"difference, p = {paper_text('fig3_p')} (real ES, 5 runs each) | rho {100 * pair['high']:g}% "
                     f"(limited, {draws[pair['high']]} draw) vs {100 * pair['low']:g}% (full): medians {100 * np.median(hi):.2f}% vs {100 * np.median(lo):.2f}%, "

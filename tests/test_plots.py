@@ -382,7 +382,7 @@ def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
            "96.70%" in fig3, fig3
     assert sum(line.startswith("| Limited vs full ES (Fig. 3), as ES") for line in section.splitlines()) == 1
     assert "rank-sum p = 0.0079 (smallest possible 0.0079), r = +1.00" in fig3 and "5 vs 5 runs" in fig3
-    assert "5 vs 5 runs would give p >= 0.75 in 0% of experiments (our model)" in fig3  # 7 sd apart
+    assert "5 vs 5 runs would give p >= 0.75 in 0.0% of experiments (our model)" in fig3  # 7 sd apart
     assert "tf_tutorial" not in "".join(line for line in section.splitlines() if "dose-response" in line)
     assert "initial sigma 0.2: 8.0% vs 24.0% (theory 25.0%)" in section and section.count("does not address this") == 2
 
