@@ -11,6 +11,7 @@
 #          limited tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
 #                  2,000 iterations, 5 seeds each (3.9%'s seeds 0-2 too unless paper is named) (~3.8)
 #          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
+#                  (and SGD, 4%, 20% at 10,000 iterations where Table 1's 40,000 are not here: ~3.5)
 #          layers  ES on the small net to >= 90% with per-layer rho logged            (~1.3)
 #          report  the tables and figures of whatever is complete (after the runs of the sections named)
 # Every run is one MPI rank; $HPC_ES_JOBS of them (default: the number of cores) run at a time.
@@ -128,10 +129,22 @@ if wants limited; then  # 3.9%: Fig. 2's proxy runs (section paper makes seeds 0
 fi
 
 DOSE_RHOS="0.01 0.02 0.08 0.16 0.32 0.64"  # with Table 1's 4% and SGD (read at 10,000 iterations)
+DOSE="--set run.iterations=10000 --set run.eval_every=2000 --set run.checkpoint_every=2000"
+t1=$root/t1_40k/table1_small_local
+t1_done() { complete "$t1"/{sgd,proxy_0.04,proxy_0.2}-seed{0,1,2,3,4}; }
 if wants dose; then
-  for seed in $SEEDS5; do for rho in $DOSE_RHOS; do
-    spawn run dose/proxy_$rho-seed$seed table1_small_local --set run.method=proxy --set proxy.rho=$rho \
-      --set run.seed=$seed --set run.iterations=10000 --set run.eval_every=2000 --set run.checkpoint_every=2000
+  # Table 1's arms come from its 40,000-iteration runs read at 10,000 when those are here (and not
+  # being made by section table1 now); else they are made at 10,000 iterations beside the others
+  # (the same trajectories up to there: Adam's step does not depend on the run's length)
+  extra=""
+  if ! wants table1 && ! t1_done; then extra="sgd 0.04 0.2"; fi
+  for seed in $SEEDS5; do for rho in $DOSE_RHOS $extra; do
+    if [ "$rho" = sgd ]; then
+      spawn run dose/sgd-seed$seed table1_small_local --set run.seed=$seed $DOSE
+    else
+      spawn run dose/proxy_$rho-seed$seed table1_small_local --set run.method=proxy --set proxy.rho=$rho \
+        --set run.seed=$seed $DOSE
+    fi
   done; done
 fi
 
@@ -161,13 +174,14 @@ report() {  # report TITLE COMMAND...
 figs=$home/docs/figures
 units=()
 [ -f "$home/benchmarks/out/units.json" ] && units=(--units "$home/benchmarks/out/units.json")
-t1=$root/t1_40k/table1_small_local
-if complete "$t1"/{sgd,proxy_0.04,proxy_0.2}-seed{0,1,2,3,4}; then  # all there: table1 only reads them
+dose_dirs=("$root/dose")
+if t1_done; then  # all there: table1 only reads them
   report "Table 1 at 40,000 iterations" python -m hpc_es table1 table1_small_local --runs 5 $T1 --out "$t1"
+  [ -e "$root/dose/sgd-seed0" ] || dose_dirs+=("$t1")  # Table 1's arms, unless made at 10,000 already
 else
   echo "== Table 1 at 40,000 iterations: not yet (runs missing or incomplete under $t1)"
 fi
-report "dose-response, small net, at 10,000 iterations" python -m hpc_es dose "$t1" "$root/dose" \
+report "dose-response, small net, at 10,000 iterations" python -m hpc_es dose "${dose_dirs[@]}" \
   --at 10000 "${units[@]}" --out "$figs/dose"
 report "limited vs full ES as proxies, tf_tutorial, at 2,000 iterations" python -m hpc_es dose "$root/fig2_tf" "$root/limited_tf" \
   --at 2000 --pair 0.039,0.101 --pair 0.039,0.089 --out "$figs/limited"

@@ -116,12 +116,14 @@ def test_beyond_script_queues_one_rank_runs_and_counts_failures(tmp_path):
     assert proc.returncode == 1 and "1 runs failed" in proc.stderr, proc.stdout + proc.stderr
     lines = log.read_text().splitlines()
     outs = {line.split("--out ")[1].split()[0] for line in lines}
-    assert len(lines) == len(outs) == 30 and all(line.startswith("-n 1 python -m mpi4py -m hpc_es train ") and
+    # 6 rhos x 5 seeds, and SGD, 4% and 20% at 10,000 iterations as Table 1's 40,000-iteration runs are absent
+    assert len(lines) == len(outs) == 45 and all(line.startswith("-n 1 python -m mpi4py -m hpc_es train ") and
                                                  "--resume auto" in line for line in lines)
-    assert str(tmp_path / "runs" / "dose" / "proxy_0.01-seed0") in outs
+    assert str(tmp_path / "runs" / "dose" / "proxy_0.01-seed0") in outs and str(tmp_path / "runs" / "dose" / "sgd-seed4") in outs
+    assert not any("proxy.rho=" in line for line in lines if "/dose/sgd-seed" in line)
     assert max(int(n) for n in (tmp_path / "log.peak").read_text().split()) < 3  # others running when one starts
     bad = subprocess.run(["bash", script, "dose", "tables"], capture_output=True, text=True, env=env, timeout=60)
-    assert bad.returncode == 2 and "unknown section 'tables'" in bad.stderr and len(log.read_text().splitlines()) == 30
+    assert bad.returncode == 2 and "unknown section 'tables'" in bad.stderr and len(log.read_text().splitlines()) == 45
 
 
 # ---- a real Slurm --------------------------------------------------------------------------
