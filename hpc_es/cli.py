@@ -85,6 +85,16 @@ def _positive(text):
     return int(text)
 
 
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a p-value in (0, 1]")
+    return value
+
+
 def _parser():
     parser = _Parser(prog="hpc-es", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -152,7 +162,7 @@ def _parser():
                       "cost; without it, no costs")
     dose.add_argument("--window", type=_positive, default=1, help="read each run as the mean of its K "
                       "validations ending at --at (default 1: that validation alone)")
-    dose.add_argument("--paper-p", type=float, metavar="P", help="also say how often these run counts would "
+    dose.add_argument("--paper-p", type=_probability, metavar="P", help="also say how often these run counts would "
                       "give p >= P between the arms compared, under the power model (e.g. 0.75: Fig. 3's)")
     dose.add_argument("--pair", dest="pairs", action="append", type=_rho_pair, metavar="RHO_A,RHO_B",
                       help="also test these two rho arms against each other (repeatable; default: each rho "
@@ -398,9 +408,9 @@ def _archive(args):
     from hpc_es import io, runs as runs_mod
     copies = []  # (source, destination run directory); a damaged source stops the command, naming it
     for path in args.results:
+        # a folder keeps its own name below --to; a results file, its run directory's name
         top = os.path.dirname(os.path.abspath(path.rstrip(os.sep)))
-        if os.path.isfile(path):
-            top = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+        top = os.path.dirname(top) if os.path.isfile(path) else top
         found = runs_mod.find_results([path])
         if not found:
             raise io.RunDirError(f"hpc-es archive: {path}: no {io.RESULTS} under it")

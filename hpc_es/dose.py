@@ -131,8 +131,8 @@ def between(rows, pairs=None, alpha=ALPHA, paper_p=None):
         chosen = [(_match(a, by_rho), _match(b, by_rho)) for a, b in chosen]
     out = []
     for lo, hi in chosen:
-        test = analysis.rank_sum(by_rho[hi]["runs"], by_rho[lo]["runs"])
         a, b = by_rho[hi]["runs"], by_rho[lo]["runs"]
+        test = analysis.rank_sum(a, b)
         out.append({"low": lo, "high": hi, "test": test and test.to_dict(),
                     "runs_for_power": analysis.runs_for_power(a, b, alpha=alpha)[0]})
         n = min(len(a), len(b))
