@@ -180,7 +180,7 @@ def _parser():
                      "figures/ beside the results)")
     gap.set_defaults(func=_gap)
 
-    archive = sub.add_parser("archive", help="copy results files without their theta (kilobytes: what the "
+    archive = sub.add_parser("archive", help="copy results files without their theta (a few hundred KB: what the "
                              "analyses read) into another directory, keeping their layout")
     archive.add_argument("results", nargs="+", help="run directories, folders of runs, or results.h5 files")
     archive.add_argument("--to", required=True, metavar="DIR", help="destination: a folder given is copied "

@@ -323,9 +323,10 @@ def save_results(out, config_dict, meta, history, theta, compress=False):
 def archive_results(src, out):
     """Copy the results file ``src`` into the run directory ``out`` without its theta: config,
     metadata and the compressed history, which is all the analyses (report, plot, dose, gap,
-    a proxy's ``proxy.rho_from``) read; kilobytes instead of the 13 MB of tf_tutorial's theta,
-    small enough to keep beside the documents they support. The copy records the theta's
-    length (``theta_dropped``); :func:`load_theta` refuses it, saying so. Returns the bytes written."""
+    a proxy's ``proxy.rho_from``) read; about 0.2 MB for a 2,000-iteration tf_tutorial run instead
+    of the 13 MB of its theta, small enough to keep beside the documents they support. The copy
+    records the theta's length (``theta_dropped``); :func:`load_theta` refuses it, saying so.
+    Returns the bytes written."""
     res = read_results(src)  # checks the digest: a damaged file is not archived
     theta, history, cfg = res.pop("theta"), res.pop("history"), res.pop("config")
     meta = {k: v for k, v in res.items() if k not in ("kind", "schema")}
