@@ -201,17 +201,19 @@ def dose_curves(key, at, arms, out_dir, formats=("png", "pdf")):
     rhos = sorted(a for a in arms if a != "sgd")
     shades = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(len(rhos), 1)))
     style = {"sgd": (COLOURS["sgd"], "SGD"), **{r: (shades[i], f"proxy, rho = {100 * r:g}%") for i, r in enumerate(rhos)}}
+    order = ["sgd"] * ("sgd" in arms) + rhos
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     low, high = [], []
-    for arm in ["sgd"] * ("sgd" in arms) + rhos:
+    for arm in order:
         x, med, q25, q75, _ = arms[arm]
         colour, words = style[arm]
-        for ax, keep in ((axes[0], x >= 0), (axes[1], x >= at / 2)):
+        late = x >= at / 2
+        for ax, keep in ((axes[0], x >= 0), (axes[1], late)):
             ax.plot(x[keep], 100 * med[keep], color=colour, linewidth=1.4, label=words)
             ax.fill_between(x[keep], 100 * q25[keep], 100 * q75[keep], color=colour, alpha=0.2, linewidth=0)
-        if (x >= at / 2).any():
-            low.append(100 * q25[x >= at / 2].min())
-            high.append(100 * q75[x >= at / 2].max())
+        if late.any():
+            low.append(100 * q25[late].min())
+            high.append(100 * q75[late].max())
     if low:
         pad = 0.1 * (max(high) - min(low)) + 0.05
         axes[1].set_ylim(min(low) - pad, max(high) + pad)
@@ -221,7 +223,7 @@ def dose_curves(key, at, arms, out_dir, formats=("png", "pdf")):
         ax.set_title(title, fontsize=11)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=9, loc="lower right")
-    counts = ", ".join(f"{style[a][1]}: {arms[a][4]}" for a in ["sgd"] * ("sgd" in arms) + rhos)
+    counts = ", ".join(f"{style[a][1]}: {arms[a][4]}" for a in order)
     caption = (f"{net} net{''.join(', ' + d for d in departures)}. Validation accuracy on all 10,000 MNIST test "
                f"images; line: median across runs, band: 25th-75th percentile. Runs per curve: {counts}.")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
