@@ -128,12 +128,18 @@ def smoothed_gradient(grad, theta, sigma, n_pairs, rng):
 
 
 def proxy_gradient(g_true, rho, g_noise, out):
-    """ES proxy: ``out = g_true + m * g_noise`` with m chosen for correlation ``rho`` (0 < rho <= 1)."""
+    """ES proxy: ``out = g_true + m * g_noise`` with m chosen for correlation ``rho`` (0 < rho <= 1).
+
+    A negative rho (0 < |rho| <= 1; ours, for ``proxy.rho_from``: an ES run at large sigma measures
+    rho < 0 at some iterations) gives ``out = -g_true + m * g_noise`` with m chosen for |rho|."""
     var_true = float(np.var(g_true, dtype=np.float64))
     var_noise = float(np.var(g_noise, dtype=np.float64))
     m = np.sqrt(var_true * (1.0 - rho ** 2) / (var_noise * rho ** 2)) if var_noise > 0 else 0.0
     np.multiply(g_noise, m, out=out)
-    out += g_true
+    if rho < 0:
+        out -= g_true
+    else:
+        out += g_true
     return out
 
 

@@ -95,8 +95,8 @@ class ProxyConfig:
     rho: float = _opt(0.04, "target correlation of the ES proxy g_true + m g_noise (paper: 0.04 and 0.20)",
                       lo=1e-6, hi=1.0)
     rho_from: str = _opt("", "ours: take rho per iteration from this ES run's results.h5 (run with "
-                         "measure.correlation = true): iteration t gets the rho ES measured at t; proxy.rho "
-                         "is then unused")
+                         "measure.correlation = true): iteration t gets the rho ES measured at t (a negative "
+                         "one too: its step is then anti-correlated); proxy.rho is then unused")
 
 
 @dataclass(frozen=True)
@@ -169,10 +169,16 @@ def presets():
 
 def load(source, overrides=()):
     """Resolve a config from a preset name or a TOML file, then ``key=value`` overrides."""
-    raw = _read_source(source)
+    return from_dict(apply_overrides(_read_source(source), overrides), origin=str(source))
+
+
+def apply_overrides(raw, overrides):
+    """A copy of the nested config dict ``raw`` with ``section.key=value`` overrides applied (as
+    ``--set`` would apply them), unvalidated: e.g. a stored run's config as a resume would see it."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
     for item in overrides:
         _apply_override(raw, item)
-    return from_dict(raw, origin=str(source))
+    return raw
 
 
 def from_dict(raw, origin="config"):

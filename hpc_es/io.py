@@ -413,10 +413,10 @@ def load_rho_schedule(path, iterations):
         raise RunDirError(f"proxy.rho_from = {path}: holds rho for iterations 1..{len(done)}, "
                           f"expected 1..{iterations} (run.iterations = {iterations})")
     rho = rho[:iterations]
-    bad = np.flatnonzero(~((rho > 0) & (rho <= 1)))
+    bad = np.flatnonzero(~((np.abs(rho) > 0) & (np.abs(rho) <= 1)))  # a negative rho is followed (anti-correlated)
     if bad.size:
         raise RunDirError(f"proxy.rho_from = {path}: iteration {bad[0] + 1} has rho = {rho[bad[0]]:.4g}; "
-                          f"a proxy needs 0 < rho <= 1 at every iteration")
+                          f"a proxy needs 0 < |rho| <= 1 at every iteration")
     return rho
 
 

@@ -1,5 +1,6 @@
 # Sourced by jobs/reproduce_local.sh and jobs/beyond_local.sh.
-#   complete DIR...                      true when every DIR holds a finished run
+#   complete DIR... [-- TRAIN ARGS...]   true when every DIR holds a finished run (finished as the
+#                                        run's --set overrides ask: a raised run.iterations is not)
 #   run NAME PRESET [hpc-es train args...]
 # run trains PRESET into $root/NAME on $ranks MPI ranks with --resume auto, or says "done" and
 # returns at once when that run is complete; so a script of runs can simply be started again
@@ -7,14 +8,19 @@
 complete() {
   local dir
   for dir in "$@"; do
+    [ "$dir" != -- ] || break
     [ -f "$dir/results.h5" ] && [ ! -f "$dir/.lock" ] || return 1
   done
   python - "$@" <<'PY'
 import sys
-from hpc_es import io, runs
-for out in sys.argv[1:]:
+from hpc_es import config, io, runs
+args = sys.argv[1:]
+dirs, train = (args[:args.index("--")], args[args.index("--") + 1:]) if "--" in args else (args, [])
+sets = [train[i + 1] for i, a in enumerate(train[:-1]) if a == "--set"]
+for out in dirs:
     res = io.read_results(out + "/results.h5")
-    if not runs.finished(res["config"], res["history"], res.get("completed_iterations", -1)):
+    if not runs.finished(config.apply_overrides(res["config"], sets), res["history"],
+                         res.get("completed_iterations", -1)):
         sys.exit(1)
 PY
 }
@@ -22,7 +28,7 @@ PY
 run() {
   local name=$1 preset=$2; shift 2
   local out=$root/$name
-  if complete "$out"; then echo "== $name: done"; return; fi
+  if complete "$out" -- "$@"; then echo "== $name: done"; return; fi
   echo "== $name: $preset $*"
   local start=$SECONDS
   local rc=0

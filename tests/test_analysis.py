@@ -33,7 +33,7 @@ def test_theory_reproduces_the_papers_numbers():
     assert analysis.pairs_for_rho(1.0, 1000) == float("inf")
 
 
-@pytest.mark.parametrize("rho", [0.04, 0.2])
+@pytest.mark.parametrize("rho", [0.04, 0.2, -0.03])
 def test_proxy_reaches_its_target_correlation(rho):
     """Realised correlation of g_true + m g_noise with g_true, over P = 3,274,634 heavy-tailed
     'gradient' entries: the sampling error of a correlation is about (1 - rho^2) / sqrt(P) =
@@ -171,12 +171,13 @@ def test_rank_sum_and_signed_rank_give_the_known_exact_values():
 def test_proxy_follows_a_rho_schedule_read_from_an_es_run(mnist_dir, tmp_path):
     """proxy.rho_from: iteration t's proxy is built for the rho an ES run's file holds for t; the
     realised correlation with g_true (measured independently by rank 0) follows the schedule
-    within the sampling error of a correlation over P = 28,938 (5 (1 - rho^2) / sqrt(P))."""
+    within the sampling error of a correlation over P = 28,938 (5 (1 - rho^2) / sqrt(P)), a
+    negative rho (as ES measures at large sigma) included."""
     from hpc_es import io
     theta = np.zeros(nets.small().n_params, np.float32)
     es_run = tmp_path / "es"
     es_run.mkdir()
-    schedule = [0.05, 0.3, 0.8, 0.6]
+    schedule = [0.05, -0.3, 0.8, 0.6]
     es_cfg = config.load("corr_small_local").to_dict()
     io.save_results(str(es_run), es_cfg, {}, {"iteration": [1, 2, 3, 4], "rho": schedule}, theta)
     cfg = config.load("sgd_small_local", ["run.method=proxy", f"proxy.rho_from={es_run / 'results.h5'}",
@@ -195,11 +196,13 @@ def test_proxy_follows_a_rho_schedule_read_from_an_es_run(mnist_dir, tmp_path):
     fails(es_run / "results.h5", r"holds rho for iterations 1\.\.4, expected 1\.\.5", iterations=5)
     fails(tmp_path / "nowhere.h5", "nowhere.h5: no such file")
     for name, hist_ in (("sgd", {"iteration": [1, 2, 3], "loss": [1.0] * 3}),
-                        ("neg", {"iteration": [1, 2, 3], "rho": [0.1, -0.01, 0.2]})):
+                        ("zero", {"iteration": [1, 2, 3], "rho": [0.1, 0.0, 0.2]}),
+                        ("nan", {"iteration": [1, 2, 3], "rho": [0.1, 0.2, np.nan]})):
         (tmp_path / name).mkdir()
         io.save_results(str(tmp_path / name), es_cfg, {}, hist_, theta)
     fails(tmp_path / "sgd" / "results.h5", "no measured rho in its history .*measure.correlation = true")
-    fails(tmp_path / "neg" / "results.h5", r"iteration 2 has rho = -0\.01; a proxy needs 0 < rho <= 1")
+    fails(tmp_path / "zero" / "results.h5", r"iteration 2 has rho = 0; a proxy needs 0 < \|rho\| <= 1")
+    fails(tmp_path / "nan" / "results.h5", r"iteration 3 has rho = nan; a proxy needs 0 < \|rho\| <= 1")
     with pytest.raises(config.ConfigError, match=r"proxy.rho_from = .* needs run.method = 'proxy' \(got 'sgd'\)"):
         config.load("sgd_small_local", [f"proxy.rho_from={es_run / 'results.h5'}"])
 
