@@ -133,6 +133,9 @@ def _parser():
                         help="also compare two runs' validation curves (Fig. 2), repeatable")
     report.add_argument("--write", metavar="FILE", help="write the whole reproduction report (every paper "
                         "claim beside ours, full-scale costs, figures) to FILE, e.g. docs/REPRODUCTION.md")
+    report.add_argument("--beyond-only", action="store_true", help="with --write: make only the section "
+                        "'Beyond the paper' of FILE again from the results given, keeping the rest of FILE "
+                        "(e.g. from archived runs, when the other sections' runs are gone)")
     report.add_argument("--bench", default=os.path.join("benchmarks", "out", "aggregation.json"),
                         help="master-cost benchmark JSON to include, if it exists")
     report.add_argument("--smoothing", default=os.path.join("benchmarks", "out", "smoothing.json"),
@@ -322,7 +325,20 @@ def _usage_error(message):
 
 
 def _report(args):
-    from hpc_es import io, report
+    from hpc_es import config, io, report
+    if args.beyond_only:
+        import json
+        if not args.write or not os.path.isfile(args.write):
+            raise config.ConfigError(f"hpc-es report --beyond-only: needs --write naming an existing report "
+                                     f"(got {args.write!r})")
+        smoothing = json.load(open(args.smoothing)) if args.smoothing and os.path.exists(args.smoothing) else None
+        try:
+            text = report.rewrite_beyond(args.results, args.write, smoothing, args.smoothing)
+        except ValueError as err:
+            raise config.ConfigError(str(err)) from None
+        io.atomic_write(args.write, lambda tmp: open(tmp, "w").write(text))
+        print(f"wrote the section '{report.BEYOND_HEADING[3:]}' of {args.write}")
+        return
     if args.write:
         import json
 

@@ -350,14 +350,7 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
         "",
         notes,
         "",
-        "## Beyond the paper (ours)",
-        "",
-        "Questions the paper leaves open, answered with its instruments (docs/RESULTS.md, issue 15, has the "
-        "commands and the reasoning). The paper column says what the paper says on each, if anything.",
-        "",
-        "| finding | paper | ours | our setup |",
-        "| --- | --- | --- | --- |",
-        *(beyond or ["| (no run of these kinds given) | | | |"]),
+        *_beyond_lines(beyond),
         "",
         "## What the full-scale runs would cost",
         "",
@@ -381,6 +374,45 @@ def reproduction(paths, units, write_to=None, bench=None, network=None, smoothin
 
 
 NOT_ADDRESSED = "does not address this"
+BEYOND_HEADING = "## Beyond the paper (ours)"
+
+
+def _beyond_lines(rows, stamp=None):
+    """The section "Beyond the paper" of docs/REPRODUCTION.md: its heading, intro (and the
+    ``stamp`` of a section regenerated on its own), and the table of ``rows``."""
+    return [BEYOND_HEADING, "",
+            "Questions the paper leaves open, answered with its instruments (docs/RESULTS.md, issue 15, has the "
+            "commands and the reasoning). The paper column says what the paper says on each, if anything.",
+            *(["", stamp] if stamp else []), "",
+            "| finding | paper | ours | our setup |",
+            "| --- | --- | --- | --- |",
+            *(rows or ["| (no run of these kinds given) | | | |"])]
+
+
+def rewrite_beyond(paths, write_to, smoothing=None, smoothing_path=None):
+    """The text of the report ``write_to`` with only its section "Beyond the paper" made again
+    from the results under ``paths`` (and benchmarks/smoothing.py's JSON ``smoothing``, read
+    from ``smoothing_path``); every other section is kept as it was, and the section says
+    when and from what it was made. For runs kept as archives (``hpc-es archive``) after the
+    runs of the other sections are gone. Raises ValueError when ``write_to`` has no such section."""
+    import time
+    text = open(write_to).read()
+    begin = text.find("\n" + BEYOND_HEADING + "\n")
+    if begin < 0:
+        raise ValueError(f"{write_to}: no section '{BEYOND_HEADING}' to rewrite (write the whole report first: "
+                         f"hpc-es report RESULTS... --write {write_to})")
+    end = text.find("\n## ", begin + 1)
+    end = len(text) if end < 0 else end
+    loaded = runs_mod.load_runs(paths)
+    runs = [r for r in loaded if r.complete]
+    left = [lab for r, lab in zip(loaded, run_labels([r.path for r in loaded])) if not r.complete]
+    stamp = (f"This section alone was made again by `hpc-es report {' '.join(paths)} --write {write_to} "
+             f"--beyond-only` on {time.strftime('%Y-%m-%d')} from {plural(len(runs), 'finished results file')}"
+             + (f" and {smoothing_path}" if smoothing else "")
+             + (f" (left out while still running: {', '.join(left)})" if left else "")
+             + "; the other sections are as the header above says.")
+    section = "\n".join(_beyond_lines(beyond_the_paper(runs, smoothing), stamp)) + "\n"
+    return text[:begin + 1] + section + text[end:]
 
 
 def run_labels(paths):

@@ -7,6 +7,8 @@ find and group runs here, one way. A curve is a set of runs that differ only in 
 perturbation, N, and each training setting that departs from the paper's). Of several runs
 with one seed, the one with the most recorded iterations counts (:func:`group`).
 """
+import json
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -95,7 +97,11 @@ def finished(cfg, history, completed):
 
 
 def load_runs(paths):
-    """A :class:`Run` for every results file under ``paths``."""
+    """A :class:`Run` for every run under ``paths``, each run once: copies of one run (its
+    results file and an archive of it, ``hpc-es archive``; a run and a copy continued to more
+    iterations) are recognised by their start time and config (run.iterations aside), and only
+    the copy with the most iterations is kept, with a warning naming the others, so no
+    statistic counts a run twice."""
     runs = []
     for path in find_results(paths):
         res = io.read_results(path)
@@ -104,7 +110,31 @@ def load_runs(paths):
                         int(res.get("ranks", 1)), list(res.get("hosts", [])), str(res.get("started", "")),
                         list(res.get("resumes", [])), str(res.get("command", "")),
                         int(res.get("completed_iterations", -1))))
-    return runs
+    return _one_copy_each(runs)
+
+
+def _one_copy_each(runs):
+    """``runs`` without the copies of a run (see :func:`load_runs`), in their order."""
+    def identity(r):
+        cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in r.config.items()}
+        cfg.get("run", {}).pop("iterations", None)
+        return r.started, json.dumps(cfg, sort_keys=True, default=str)
+
+    best = {}
+    for r in runs:
+        if r.started:  # files of old versions record no start: never merged
+            key = identity(r)
+            if key not in best or r.completed > best[key].completed:
+                best[key] = r
+    kept = [r for r in runs if not r.started or best[identity(r)] is r]
+    kept_ids = {id(r) for r in kept}
+    dropped = [r for r in runs if id(r) not in kept_ids]
+    if dropped:
+        logging.getLogger("hpc_es").warning(
+            "%d results file(s) are copies of a run given twice, counted once (the copy with the most "
+            "iterations kept): %s", len(dropped),
+            "; ".join(f"{r.path} (a copy of {best[identity(r)].path})" for r in dropped))
+    return kept
 
 
 def method_key(cfg):

@@ -4,15 +4,17 @@
 #   jobs/beyond_local.sh [SECTION...]    (default: all; results under ${HPC_ES_RUNS:-runs})
 # SECTION: paper   the paper-scale measurements that fit here, tf_tutorial: rho at N = 10,000
 #                  along 20 iterations (initial and trained theta), Fig. 2 as proxy and SGD (3
-#                  seeds), per-layer rho along the proxy's trajectory, limited ES's rho, the
-#                  population for 20% (checkpointed every 20 blocks of 1,000)  (~10 core-hours)
+#                  seeds), limited ES's rho, the population for 20% (checkpointed every 20 blocks
+#                  of 1,000)                                                  (~9 core-hours)
 #          table1  Table 1's three arms, small net, 40,000 iterations, 5 seeds  (~4.5 core-hours)
 #          sigma   ES at sigma 0.002..0.2 beside a proxy that follows its rho, 3 seeds (~4.3)
 #          limited tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
 #                  2,000 iterations, 5 seeds each (3.9%'s seeds 0-2 too unless paper is named) (~3.8)
 #          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
 #                  (and SGD, 4%, 20% at 10,000 iterations where Table 1's 40,000 are not here: ~3.5)
-#          layers  ES on the small net to >= 90% with per-layer rho logged            (~1.3)
+#          layers  ES on the small net to >= 90% with per-layer rho logged; tf_tutorial: the
+#                  proxy (seed 0, its SGD self-correlation logged) with real ES at N = 10,000
+#                  at iterations 0, 250, 500, 1,000, 2,000                    (~1.3 + ~0.8)
 #          report  the tables and figures of whatever is complete (after the runs of the sections named)
 # Every run is one MPI rank; $HPC_ES_JOBS of them (default: the number of cores) run at a time.
 # Every run resumes if interrupted and is skipped once complete: start the script again.
@@ -81,7 +83,6 @@ if wants paper; then
     spawn run fig2_tf/seed$seed/sgd_tf_paper sgd_tf_paper $TF --set run.seed=$seed \
       $([ $seed = 0 ] && echo --set measure.sgd_self_correlation=true)
   done
-  spawn layers_tf
   for c in uniform size; do
     spawn run limited_rho_tf/$c limited_tf_paper --set run.iterations=10 --set measure.correlation=true \
       --set run.eval_every=5 --set run.checkpoint_every=5 --set es.bucket_choice=$c
@@ -160,7 +161,7 @@ layers_run() {  # the sigma = 0.002 seed 0 run of section sigma, continued (its 
   run layers_small/es corr_small_local --set es.sigma=0.002 --set run.seed=0 --set measure.sgd_self_correlation=false \
     --set run.eval_every=10 --set run.iterations=$LAYERS_ITERATIONS
 }
-if wants layers; then spawn layers_run; fi
+if wants layers; then spawn layers_tf; spawn layers_run; fi
 
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
 [ "$failed" = 0 ] || echo "jobs/beyond_local.sh: $failed runs failed (see above); the tables below leave them out" >&2
