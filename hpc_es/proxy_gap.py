@@ -19,22 +19,23 @@ import os
 
 import numpy as np
 
-from hpc_es import analysis
+from hpc_es import analysis, runs as runs_mod
 
 
 def pairs(runs):
     """{(net, sigma): {seed: (ES run, proxy run)}} of ES runs with a measured rho and the proxy
     runs that follow them (``proxy.rho_from`` naming the ES run's file, same seed); and the
     proxies whose ES run is not among ``runs`` (their paths)."""
-    es_by_path = {os.path.realpath(r.path): r for r in runs
-                  if r.config["run"]["method"] == "es" and "rho" in r.history}
+    es_runs = [r for r in runs if r.config["run"]["method"] == "es" and "rho" in r.history]
     out, orphans = {}, []
     for r in runs:
         source = r.config["run"]["method"] == "proxy" and r.config["proxy"].get("rho_from")
         if not source:
             continue
-        es = es_by_path.get(os.path.realpath(source))
-        if es is None or es.seed != r.seed:
+        named = [e for e in es_runs if e.seed == r.seed and runs_mod.is_named_by(source, e.path)]
+        exact = [e for e in named if os.path.exists(source) and os.path.samefile(source, e.path)]
+        es = (exact or named or [None])[0]  # the file itself before a copy of it
+        if es is None:
             orphans.append(r.path)
             continue
         key = (es.config["net"]["arch"], float(es.config["es"]["sigma"]))

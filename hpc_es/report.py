@@ -177,14 +177,8 @@ def _follows(proxy, es):
         return False
     rho_from = proxy.config["proxy"].get("rho_from")
     if rho_from:
-        if os.path.exists(rho_from) and os.path.exists(es.path):
-            return os.path.samefile(rho_from, es.path)
-        return _tail(rho_from) == _tail(es.path)  # moved since: the run directory's name and the file's
+        return runs_mod.is_named_by(rho_from, es.path)
     return all(es.config["run"][k] == proxy.config["run"][k] for k in ("seed", "iterations"))
-
-
-def _tail(path):
-    return os.path.normpath(path).split(os.sep)[-2:]
 
 
 def reproduction(paths, units, write_to=None, bench=None, network=None, smoothing=None,

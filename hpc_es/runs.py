@@ -96,6 +96,15 @@ def finished(cfg, history, completed):
     return completed >= cfg["run"]["iterations"]
 
 
+def is_named_by(named, path):
+    """Whether the results file ``path`` is the one a config names (``named``, e.g. a proxy's
+    ``proxy.rho_from``): the same file, or, where that file is gone or ``path`` is a copy of it
+    (an archive, a restored run), the same run directory and file name."""
+    if os.path.exists(named) and os.path.exists(path) and os.path.samefile(named, path):
+        return True
+    return os.path.normpath(named).split(os.sep)[-2:] == os.path.normpath(path).split(os.sep)[-2:]
+
+
 def load_runs(paths):
     """A :class:`Run` for every run under ``paths``, each run once: copies of one run (its
     results file and an archive of it, ``hpc-es archive``; a run and a copy continued to more

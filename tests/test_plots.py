@@ -295,6 +295,13 @@ def test_proxy_gap_finds_the_sigma_where_the_proxy_stops_predicting_es(tmp_path,
     one = {k: proxy_gap.summarize({0: v[0]}) for k, v in found.items()}  # one seed: no spread, no verdict
     assert one[("small", 0.2)]["predicts"] is None and proxy_gap.breakdown(one) == {"small": "undetermined"}
     assert "n/a (one seed)" in proxy_gap.markdown(one)
+    # archived elsewhere: the proxies still find their ES runs (by run directory and file name),
+    # from the archive alone and with the originals still present
+    assert cli.main(["archive", str(tmp_path), "--to", str(tmp_path / "kept")]) == 0
+    kept = tmp_path / "kept" / tmp_path.name
+    for given in ([str(kept)], [str(kept), str(tmp_path)]):
+        again, _ = proxy_gap.pairs(runs_mod.load_runs(given))
+        assert {k: sorted(v) for k, v in again.items()} == {k: sorted(v) for k, v in found.items()}
 
 
 def test_claims_come_from_finished_training_runs_and_proxies_pair_with_the_es_run_they_model(results, tmp_path):
