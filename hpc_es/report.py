@@ -400,9 +400,10 @@ def rewrite_beyond(paths, write_to, smoothing=None, smoothing_path=None):
     loaded = runs_mod.load_runs(paths)
     runs = [r for r in loaded if r.complete]
     left = [lab for r, lab in zip(loaded, run_labels([r.path for r in loaded])) if not r.complete]
-    stamp = (f"This section alone was made again by `hpc-es report {' '.join(paths)} --write {write_to} "
-             f"--beyond-only` on {time.strftime('%Y-%m-%d')} from {plural(len(runs), 'finished results file')}"
-             + (f" and {smoothing_path}" if smoothing else "")
+    smoothing_arg = f" --smoothing {smoothing_path}" if smoothing else ""
+    stamp = (f"This section alone was made again by `hpc-es report {' '.join(paths)}{smoothing_arg} --write "
+             f"{write_to} --beyond-only` on {time.strftime('%Y-%m-%d')} from "
+             f"{plural(len(runs), 'finished results file')}" + (f" and {smoothing_path}" if smoothing else "")
              + (f" (left out while still running: {', '.join(left)})" if left else "")
              + "; the other sections are as the header above says.")
     section = "\n".join(_beyond_lines(beyond_the_paper(runs, smoothing), stamp)) + "\n"

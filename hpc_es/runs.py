@@ -107,10 +107,10 @@ def is_named_by(named, path):
 
 def load_runs(paths):
     """A :class:`Run` for every run under ``paths``, each run once: copies of one run (its
-    results file and an archive of it, ``hpc-es archive``; a run and a copy continued to more
-    iterations) are recognised by their start time and config (run.iterations aside), and only
-    the copy with the most iterations is kept, with a warning naming the others, so no
-    statistic counts a run twice."""
+    results file and an archive of it, ``hpc-es archive``, or a restored copy) are recognised by
+    their start time, config and iterations done, and only the first is kept, with a warning
+    naming the others, so no statistic counts a run twice. A copy continued to more iterations
+    is a run of its own (its config asks for more)."""
     runs = []
     for path in find_results(paths):
         res = io.read_results(path)
@@ -125,23 +125,18 @@ def load_runs(paths):
 def _one_copy_each(runs):
     """``runs`` without the copies of a run (see :func:`load_runs`), in their order."""
     def identity(r):
-        cfg = {k: dict(v) if isinstance(v, dict) else v for k, v in r.config.items()}
-        cfg.get("run", {}).pop("iterations", None)
-        return r.started, json.dumps(cfg, sort_keys=True, default=str)
+        return r.started, r.completed, json.dumps(r.config, sort_keys=True, default=str)
 
     best = {}
     for r in runs:
         if r.started:  # files of old versions record no start: never merged
-            key = identity(r)
-            if key not in best or r.completed > best[key].completed:
-                best[key] = r
+            best.setdefault(identity(r), r)
     kept = [r for r in runs if not r.started or best[identity(r)] is r]
     kept_ids = {id(r) for r in kept}
     dropped = [r for r in runs if id(r) not in kept_ids]
     if dropped:
         logging.getLogger("hpc_es").warning(
-            "%d results file(s) are copies of a run given twice, counted once (the copy with the most "
-            "iterations kept): %s", len(dropped),
+            "%d results file(s) are copies of a run given twice, counted once: %s", len(dropped),
             "; ".join(f"{r.path} (a copy of {best[identity(r)].path})" for r in dropped))
     return kept
 
