@@ -436,8 +436,8 @@ def beyond_the_paper(runs, smoothing=None):
                     f"{100 * np.mean(r.history['rho_theory']):.2f}% predicted (ratio {ratio.mean():.3f}, "
                     f"{ratio.size} iterations) | {r.config['net']['arch']}, N = {r.config['es']['n_offspring']:,}, "
                     f"buckets <= {r.config['es']['bucket_size']:,}, {r.config['es']['bucket_choice']} draw |")
-    layered = [r for r in runs if any(k.startswith("rho_theory_") for k in r.history)
-               and r.config["es"]["sigma"] == PAPER_SIGMA]
+    layered = runs_mod.longest_continuations([r for r in runs if any(k.startswith("rho_theory_") for k in r.history)
+                                              and r.config["es"]["sigma"] == PAPER_SIGMA])  # no iteration twice
     for arch in sorted({r.config["net"]["arch"] for r in layered}):
         group = [r for r in layered if r.config["net"]["arch"] == arch]
         names = sorted(k[len("rho_theory_"):] for k in group[0].history if k.startswith("rho_theory_"))

@@ -141,6 +141,17 @@ def _one_copy_each(runs):
     return kept
 
 
+def longest_continuations(runs):
+    """``runs`` where a run and its continuations (copies continued to more iterations: the same
+    start) count once, as the one with the most iterations done (a run's history contains its
+    earlier copies' as a prefix); runs that record no start are kept."""
+    longest = {}
+    for r in runs:
+        if r.started and (r.started not in longest or r.completed > longest[r.started].completed):
+            longest[r.started] = r
+    return [r for r in runs if not r.started or longest[r.started] is r]
+
+
 def method_key(cfg):
     """What a run is, as one word: sgd, proxy, es, limited, nominibatch (colours, captions)."""
     method, es = cfg["run"]["method"], cfg["es"]
