@@ -325,13 +325,15 @@ def _usage_error(message):
 
 
 def _report(args):
+    import json
+
     from hpc_es import config, io, report
+    smoothing = (json.load(open(args.smoothing))  # for the written report only
+                 if args.write and args.smoothing and os.path.exists(args.smoothing) else None)
     if args.beyond_only:
-        import json
         if not args.write or not os.path.isfile(args.write):
             raise config.ConfigError(f"hpc-es report --beyond-only: needs --write naming an existing report "
                                      f"(got {args.write!r})")
-        smoothing = json.load(open(args.smoothing)) if args.smoothing and os.path.exists(args.smoothing) else None
         try:
             text = report.rewrite_beyond(args.results, args.write, smoothing, args.smoothing)
         except ValueError as err:
@@ -340,14 +342,11 @@ def _report(args):
         print(f"wrote the section '{report.BEYOND_HEADING[3:]}' of {args.write}")
         return
     if args.write:
-        import json
-
         from hpc_es import data
         dataset = data.load_mnist(args.data_dir or None)
         bench = json.load(open(args.bench)) if args.bench and os.path.exists(args.bench) else None
         record = _read_units_file(args.units) if args.units else {"units": report.units_for_report(dataset)}
         units = record["units"]
-        smoothing = json.load(open(args.smoothing)) if args.smoothing and os.path.exists(args.smoothing) else None
         extra = {"units_source": _units_source(args.units, record)} if args.units else {}
         text = report.reproduction(args.results, units, args.write, bench, smoothing=smoothing, **extra)
         with open(args.write, "w") as f:

@@ -15,8 +15,6 @@ module pairs them and, per sigma:
 The sigma from which on the proxy no longer predicts ES is the smallest sigma whose median
 gap leaves the spread. Nothing here trains or knows MPI.
 """
-import os
-
 import numpy as np
 
 from hpc_es import analysis, runs as runs_mod
@@ -32,9 +30,7 @@ def pairs(runs):
         source = r.config["run"]["method"] == "proxy" and r.config["proxy"].get("rho_from")
         if not source:
             continue
-        named = [e for e in es_runs if e.seed == r.seed and runs_mod.is_named_by(source, e.path)]
-        exact = [e for e in named if os.path.exists(source) and os.path.samefile(source, e.path)]
-        es = (exact or named or [None])[0]  # the file itself before a copy of it
+        es = runs_mod.named_by(source, [e for e in es_runs if e.seed == r.seed])
         if es is None:
             orphans.append(r.path)
             continue

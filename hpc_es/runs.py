@@ -105,6 +105,14 @@ def is_named_by(named, path):
     return os.path.normpath(named).split(os.sep)[-2:] == os.path.normpath(path).split(os.sep)[-2:]
 
 
+def named_by(named, candidates):
+    """The run among ``candidates`` whose results file a config names (:func:`is_named_by`):
+    the file itself before a copy of it; None if none is."""
+    matches = [r for r in candidates if is_named_by(named, r.path)]
+    exact = [r for r in matches if os.path.exists(named) and os.path.samefile(named, r.path)]
+    return (exact or matches or [None])[0]
+
+
 def load_runs(paths):
     """A :class:`Run` for every run under ``paths``, each run once: copies of one run (its
     results file and an archive of it, ``hpc-es archive``, or a restored copy) are recognised by
