@@ -376,29 +376,32 @@ def _dose(args):
     from hpc_es import config, dose, plots, runs as runs_mod
     runs = runs_mod.load_runs(args.results)
     try:
-        groups, at, skipped = dose.collect(runs, args.at, args.window)
+        selected, skipped = dose.select(runs, args.at)
     except ValueError as err:
         raise config.ConfigError(f"hpc-es dose {' '.join(args.results)}: {err}") from None
+    groups = dose.collect(selected, args.window)
     summaries = {key: {**dose.summarize(arms, pairs=args.pairs, paper_p=args.paper_p), "window": args.window}
-                 for key, arms in sorted(groups.items())
+                 for key, (_, arms) in sorted(groups.items())
                  if "sgd" in arms or len(arms) > 1}  # without SGD: its rho arms against each other
     for net, departures in sorted(set(groups) - set(summaries)):
         print(f"(left out: the proxy runs on {net}{''.join(', ' + d for d in departures)} are one rho arm "
               f"with no SGD runs trained alike to compare with)")
+    read = f"iteration {args.at:,}" if args.at else "the last iteration their group shares"
     if not summaries:
         raise config.ConfigError(f"hpc-es dose: no SGD runs or second rho arm trained alike beside the proxies "
-                                 f"validated at iteration {at} ({skipped} runs without a validation there)")
+                                 f"validated at {read} ({skipped} runs without a validation there)")
     units = _read_units(args.units) if args.units else None
     out = args.out or plots.default_out_dir([r.path for r in runs])
     record = []
-    curves = dose.curves(runs, at)
+    curves = dose.curves(selected)
     for key, summary in summaries.items():
+        at = groups[key][0]
         print(dose.markdown(key, at, summary, units) + "\n")
         paths = plots.dose_response(key, at, summary, out) + plots.dose_curves(key, at, curves[key], out)
         print("figure: " + ", ".join(paths))
         record.append({"net": key[0], "departures": list(key[1]), "iteration": at, **summary})
     if skipped:
-        print(f"({skipped} SGD or proxy runs have no validation at iteration {at:,} and were left out)")
+        print(f"({skipped} SGD or proxy runs have no validation at {read} and were left out)")
     _write_json(os.path.join(out, "dose_response.json"), record)
 
 

@@ -2,7 +2,8 @@
 
 The paper's Table 1 has two points (rho = 4% and 20%) beside SGD; this maps the curve. From
 SGD runs and constant-rho proxy runs (``hpc-es table1 ... --rhos 0.01,0.02,...``; runs of one
-seed share initialisation and mini-batches), at one validation iteration T:
+seed share initialisation and mini-batches), each group (below) at one validation iteration T
+(given, or the last one every run of the group reached):
 
 * per rho: the runs' accuracies at T (median, quartiles), and the unpaired two-sided rank-sum
   test against SGD's runs with its effect size and the smallest p the run counts allow
@@ -32,14 +33,12 @@ from hpc_es import analysis, runs as runs_mod
 ALPHA = 0.05
 
 
-def collect(runs, at=None, window=1):
-    """{(net, departures): {"sgd" or rho: {seed: accuracy at validation iteration ``at``}}} of the
-    SGD and constant-rho proxy runs among ``runs``, and the iteration used. ``at`` None: the
-    largest validation iteration every such run reached. Runs without a validation at ``at``
-    are left out (counted in ``skipped``). ``window``: see :func:`endpoint`."""
-    groups, at, skipped = _arms(runs, at)
-    return ({key: {arm: {seed: endpoint(r, at, window) for seed, r in by_seed.items()} for arm, by_seed in arms.items()}
-             for key, arms in groups.items()}, at, skipped)
+def collect(selected, window=1):
+    """{(net, departures): (iteration, {"sgd" or rho: {seed: accuracy}})}: each group's runs of
+    :func:`select` read at its validation iteration. ``window``: see :func:`endpoint`."""
+    return {key: (at, {arm: {seed: endpoint(r, at, window) for seed, r in by_seed.items()}
+                       for arm, by_seed in arms.items()})
+            for key, (at, arms) in selected.items()}
 
 
 def endpoint(run, at, window=1):
@@ -51,12 +50,12 @@ def endpoint(run, at, window=1):
     return float(np.mean(run.history["val_accuracy"][max(0, end - window):end]))
 
 
-def curves(runs, at=None):
-    """{(net, departures): {arm: (x, median, q25, q75, n_runs)}}: the validation curves, up to
-    iteration ``at``, of the runs :func:`collect` reads (median and quartiles across seeds)."""
-    groups, at, _ = _arms(runs, at)
+def curves(selected):
+    """{(net, departures): {arm: (x, median, q25, q75, n_runs)}}: the validation curves of the runs
+    of :func:`select`, each group's up to the iteration it is read at (median and quartiles across
+    seeds)."""
     out = {}
-    for key, arms in groups.items():
+    for key, (at, arms) in selected.items():
         for arm, by_seed in arms.items():
             curve = runs_mod.band(by_seed.values())
             if curve is not None:
@@ -66,24 +65,32 @@ def curves(runs, at=None):
     return out
 
 
-def _arms(runs, at):
-    """{(net, departures): {"sgd" or rho: {seed: run}}} of the runs with a validation at ``at``
-    (None: the largest every such run reached), ``at``, and the count left out."""
+def select(runs, at=None):
+    """({(net, departures): (iteration, {"sgd" or rho: {seed: run}})}, skipped): the SGD and
+    constant-rho proxy runs among ``runs`` with a validation at the iteration their group is read
+    at, grouped by net and departures. ``at`` None: per group, the largest validation iteration
+    every run of that group reached (a 10,000-iteration curve is not read at another group's
+    2,000); runs without a validation at their group's iteration are left out and counted."""
     chosen = [r for r in runs if r.config["run"]["method"] in ("sgd", "proxy")
               and not r.config["proxy"].get("rho_from") and len(r.history.get("eval_iteration", []))]
     if not chosen:
         raise ValueError("no SGD or constant-rho proxy run with a validation among the runs given")
-    if at is None:
-        at = int(min(r.history["eval_iteration"][-1] for r in chosen))
-    groups, skipped = {}, 0
+    by_key = {}
     for r in chosen:
-        if at not in list(np.asarray(r.history["eval_iteration"])):
-            skipped += 1
-            continue
-        key = (r.config["net"]["arch"], tuple(runs_mod.departures(r.config)))
-        arm = "sgd" if r.config["run"]["method"] == "sgd" else float(r.config["proxy"]["rho"])
-        groups.setdefault(key, {}).setdefault(arm, {})[r.seed] = r
-    return groups, at, skipped
+        by_key.setdefault((r.config["net"]["arch"], tuple(runs_mod.departures(r.config))), []).append(r)
+    selected, skipped = {}, 0
+    for key, members in by_key.items():
+        read = at if at is not None else int(min(r.history["eval_iteration"][-1] for r in members))
+        arms = {}
+        for r in members:
+            if read not in list(np.asarray(r.history["eval_iteration"])):
+                skipped += 1
+                continue
+            arm = "sgd" if r.config["run"]["method"] == "sgd" else float(r.config["proxy"]["rho"])
+            arms.setdefault(arm, {})[r.seed] = r
+        if arms:
+            selected[key] = (read, arms)
+    return selected, skipped
 
 
 def summarize(arms, alpha=ALPHA, pairs=None, paper_p=None):

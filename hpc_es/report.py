@@ -452,10 +452,10 @@ def beyond_the_paper(runs, smoothing=None):
                     f"(reading notes, Question 1) | {'; '.join(parts)} (measured vs theory, means over "
                     f"{sum(len(r.history['rho']) for r in group):,} iterations) | {arch}, {plural(len(group), 'ES run')} |")
     try:
-        groups, at, _ = dose.collect(runs)
+        groups = dose.collect(dose.select(runs)[0])  # each group at the last iteration all its runs reached
     except ValueError:
         groups = {}
-    for key, arms in sorted(groups.items()):
+    for key, (at, arms) in sorted(groups.items()):
         rows += _fig3_as_proxies(key, arms, at, limited)
         if "sgd" not in arms or sum(1 for k in arms if k != "sgd") < 4:
             continue  # a dose-response: SGD and at least four rho arms (Table 1 has two, Fig. 3 as proxies three)

@@ -193,16 +193,18 @@ def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path,
                    overrides=[f"proxy.rho={rho}"])
     _write(tmp_path, "short", "proxy_small_local", 0, np.full(3, 0.5), overrides=["proxy.rho=0.4"])
     runs = runs_mod.load_runs([str(tmp_path)])
-    groups, at, skipped = dose.collect(runs, 40)
-    assert at == 40 and skipped == 1 and list(groups) == [("small", ())]
-    s = dose.summarize(groups[("small", ())])
+    selected, skipped = dose.select(runs, 40)
+    groups = dose.collect(selected)
+    assert skipped == 1 and list(groups) == [("small", ())] and groups[("small", ())][0] == 40
+    arms = groups[("small", ())][1]
+    s = dose.summarize(arms)
     assert [r["rho"] for r in s["rhos"]] == [0.01, 0.04, 0.16, 0.64]
     assert [r["below_sgd"] for r in s["rhos"]] == [True, True, False, False]
     assert np.isclose(s["rhos"][0]["test"]["p"], 2 / 252) and s["smallest_rho"] == 0.16 and s["could_reach"]
     # between arms: each against the next smaller by default; 4% wholly above 1% (p = 2/252, r = +1)
     assert [(b["low"], b["high"]) for b in s["between"]] == [(0.01, 0.04), (0.04, 0.16), (0.16, 0.64)]
     assert np.isclose(s["between"][0]["test"]["p"], 2 / 252) and s["between"][0]["test"]["effect"][1] == 1.0
-    chosen = dose.summarize(groups[("small", ())], pairs=[(0.64, 0.0100000001), (0.04, 0.3)])["between"]
+    chosen = dose.summarize(arms, pairs=[(0.64, 0.0100000001), (0.04, 0.3)])["between"]
     assert [(b["low"], b["high"]) for b in chosen] == [(0.01, 0.64)]  # 0.3 has no arm: left out
     n, hours = dose.es_cost(0.2, "tf_tutorial", 2000, _units())
     assert n == 2 * int(np.ceil(0.04 * 3274635 / 0.96)) and hours > 0
@@ -220,7 +222,13 @@ def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path,
     out = capsys.readouterr().out
     assert "mean validation accuracy over the 3 validations ending at iteration 40" in out
     assert "| 4% against 1% | " in out and "| 0.0% (5 vs 5) |" in out  # 10 sd apart: never p >= 0.75
-    x, med, q25, q75, n = dose.curves(runs, 40)[("small", ())][0.16]  # the curves up to the iteration read
+    # another group (other learning rate) validated to iteration 20 only: without --at, each group is
+    # read at the last iteration all its own runs reached (small: 30, where the 40%-proxy run ends)
+    for seed in range(2):
+        _write(tmp_path / "lr", f"sgd{seed}", "sgd_small_local", seed, [0.5, 0.6], overrides=["optim.lr=0.5"])
+    each = dose.collect(dose.select(runs_mod.load_runs([str(tmp_path)]))[0])
+    assert each[("small", ())][0] == 30 and [at for key, (at, _) in each.items() if key[1]] == [20]
+    x, med, q25, q75, n = dose.curves(selected)[("small", ())][0.16]  # the curves up to the iteration read
     accs = [r.history["val_accuracy"][:4] for r in runs if r.config["proxy"]["rho"] == 0.16
             and r.config["run"]["method"] == "proxy"]
     assert list(x) == [10, 20, 30, 40] and n == 5 and np.allclose(med, np.median(accs, axis=0))
