@@ -355,6 +355,18 @@ def read_results(path):
     return res
 
 
+def results_attr(path, key, default=None):
+    """One metadata attribute of a results file (e.g. its ``started`` stamp) without reading its
+    history; ``default`` where the file lacks it or cannot be opened."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return _attr(f.attrs[key]) if key in f.attrs else default
+    except OSError:
+        return default
+
+
 def _attr(value):
     """An attribute as written by :func:`save_results`: lists and dicts were stored as JSON."""
     if isinstance(value, bytes):

@@ -98,11 +98,15 @@ def finished(cfg, history, completed):
 
 def is_named_by(named, path):
     """Whether the results file ``path`` is the one a config names (``named``, e.g. a proxy's
-    ``proxy.rho_from``): the same file, or, where that file is gone or ``path`` is a copy of it
-    (an archive, a restored run), the same run directory and file name."""
-    if os.path.exists(named) and os.path.exists(path) and os.path.samefile(named, path):
+    ``proxy.rho_from``): the same file, or a copy of it (an archive, a restored run): the same
+    run directory and file name and, where the named file is still there, the same start stamp
+    (another run that happens to share the directory's name elsewhere is not a copy)."""
+    both = os.path.exists(named) and os.path.exists(path)
+    if both and os.path.samefile(named, path):
         return True
-    return os.path.normpath(named).split(os.sep)[-2:] == os.path.normpath(path).split(os.sep)[-2:]
+    if os.path.normpath(named).split(os.sep)[-2:] != os.path.normpath(path).split(os.sep)[-2:]:
+        return False
+    return not both or io.results_attr(named, "started") == io.results_attr(path, "started")
 
 
 def named_by(named, candidates):

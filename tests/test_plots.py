@@ -310,6 +310,15 @@ def test_proxy_gap_finds_the_sigma_where_the_proxy_stops_predicting_es(tmp_path,
     for given in ([str(kept)], [str(kept), str(tmp_path)]):
         again, _ = proxy_gap.pairs(runs_mod.load_runs(given))
         assert {k: sorted(v) for k, v in again.items()} == {k: sorted(v) for k, v in found.items()}
+    # another run that only shares the directory name (another start) is not the named run's copy
+    # while the named file is there: the proxy beside it finds no ES run
+    other = config.load("corr_small_local", ["run.seed=0", "es.sigma=0.2"]).to_dict()
+    io.save_results(str(tmp_path / "elsewhere" / "es0.2-0"), other, {"completed_iterations": 200,
+                    "started": "2026-11-28T00:00:00"}, {"eval_iteration": [10], "val_accuracy": [0.1],
+                    "rho": [0.09], "seconds_total": [1.0]}, np.zeros(4, np.float32))
+    proxy = str(tmp_path / "proxy0.2-0")
+    alone, orphans = proxy_gap.pairs(runs_mod.load_runs([str(tmp_path / "elsewhere"), proxy]))
+    assert not alone and len(orphans) == 1
 
 
 def test_claims_come_from_finished_training_runs_and_proxies_pair_with_the_es_run_they_model(results, tmp_path):
