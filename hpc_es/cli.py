@@ -159,8 +159,8 @@ def _parser():
                           "iteration, tests against SGD, ES population and core-hours per rho (ours)")
     dose.add_argument("results", nargs="+", help="results.h5 files or directories (e.g. `hpc-es table1 "
                       "--rhos 0.01,0.02,...` output)")
-    dose.add_argument("--at", type=_positive, help="validation iteration to compare (default: the largest "
-                      "every run reached)")
+    dose.add_argument("--at", type=_positive, help="validation iteration to compare (default: per net and "
+                      "setting, the largest every run of that group reached)")
     dose.add_argument("--units", help="per-unit costs JSON (benchmarks/out/units.json) to add each rho's ES "
                       "cost; without it, no costs")
     dose.add_argument("--window", type=_positive, default=1, help="read each run as the mean of its K "
