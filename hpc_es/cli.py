@@ -161,8 +161,9 @@ def _parser():
                       "--rhos 0.01,0.02,...` output)")
     dose.add_argument("--at", type=_positive, help="validation iteration to compare (default: per net and "
                       "setting, the largest every run of that group reached)")
-    dose.add_argument("--units", help="per-unit costs JSON (benchmarks/out/units.json) to add each rho's ES "
-                      "cost; without it, no costs")
+    dose.add_argument("--units", action="append", help="per-unit costs JSON (benchmarks/out/units.json, `hpc-es "
+                      "plan PRESET --save-units FILE`) to add each rho's ES cost on the nets it has costs for; "
+                      "repeatable (a later file adds the nets the earlier ones lack); without it, no costs")
     dose.add_argument("--window", type=_positive, default=1, help="read each run as the mean of its K "
                       "validations ending at --at (default 1: that validation alone)")
     dose.add_argument("--paper-p", type=_probability, metavar="P", help="also say how often these run counts would "
@@ -374,6 +375,10 @@ def _report(args):
 
 def _dose(args):
     from hpc_es import config, dose, plots, runs as runs_mod
+    units = _merged_units(args.units) if args.units else None
+    if units is not None and not set(units) & set(dose.COST_NETS):
+        raise config.ConfigError(f"--units {', '.join(args.units)}: per-unit costs for none of the nets "
+                                 f"{', '.join(dose.COST_NETS)}")
     runs = runs_mod.load_runs(args.results)
     try:
         selected, skipped = dose.select(runs, args.at)
@@ -390,7 +395,6 @@ def _dose(args):
     if not summaries:
         raise config.ConfigError(f"hpc-es dose: no SGD runs or second rho arm trained alike beside the proxies "
                                  f"validated at {read} ({skipped} runs without a validation there)")
-    units = _read_units(args.units) if args.units else None
     out = args.out or plots.default_out_dir([r.path for r in runs])
     record = []
     curves = dose.curves(selected)
@@ -462,6 +466,16 @@ def _read_units_file(path):
 def _read_units(path):
     """The per-unit costs of a units JSON (--units), or a ConfigError naming the file."""
     return _read_units_file(path)["units"]
+
+
+def _merged_units(paths):
+    """The per-unit costs of several units JSONs: each net's from the first file that has it,
+    the machine-wide costs from the first file; a ConfigError names a file that cannot be read."""
+    merged = {}
+    for path in paths:
+        for key, value in _read_units(path).items():
+            merged.setdefault(key, value)
+    return merged
 
 
 def _units_source(path, record):

@@ -31,6 +31,7 @@ import numpy as np
 from hpc_es import analysis, runs as runs_mod
 
 ALPHA = 0.05
+COST_NETS = ("tf_tutorial", "small")  # the nets each rho is priced on as real ES
 
 
 def collect(selected, window=1):
@@ -173,9 +174,12 @@ def es_cost(rho, arch, iterations, units, ranks=100, ranks_per_node=32):
     return n, costs.predict(cfg, ranks, units, ranks_per_node=ranks_per_node).core_hours
 
 
-def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
-    """The table of one group's curve, its reading, and (with ``units``) the cost of each rho as ES."""
+def markdown(key, at, summary, units=None, cost_nets=COST_NETS):
+    """The table of one group's curve, its reading, and (with ``units``) the cost of each rho as ES
+    on each of ``cost_nets`` that ``units`` has costs for (the others are named, not priced)."""
     net, departures = key
+    unpriced = [n for n in cost_nets if units and n not in units]
+    cost_nets = [n for n in cost_nets if not units or n in units]
     s, alpha, window = summary["sgd"], summary["alpha"], summary.get("window", 1)
     setting = (f"{net}, validation accuracy at iteration {at:,}" if window == 1 else
                f"{net}, mean validation accuracy over the {window} validations ending at iteration {at:,}")
@@ -237,5 +241,7 @@ def markdown(key, at, summary, units=None, cost_nets=("tf_tutorial", "small")):
                   "p >= P under the same model." if any("chance_of_paper_p" in p for p in summary["between"]) else "."))
     if units:
         lines.append("ES N: the theory's pseudo-offspring for that rho, 2 (P + 1) rho^2 / (1 - rho^2) (ours); "
-                     "core-hours: our cost model on 100 ranks (32 per node), per-unit costs as measured.")
+                     "core-hours: our cost model on 100 ranks (32 per node), per-unit costs as measured." +
+                     (f" No per-unit costs given for {', '.join(unpriced)}: not priced "
+                      f"(`hpc-es plan PRESET --save-units FILE` on a preset of that net measures them)." if unpriced else ""))
     return "\n".join(lines)

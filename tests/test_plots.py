@@ -1,4 +1,5 @@
 """Figures and the reproduction report, from synthetic results files with known curves."""
+import json
 import os
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_limited_runs_are_compared_with_full_runs_trained_alike(results, tmp_pat
     assert "can reach the paper's p < 0.05" in row4, row4
 
 
-def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path, capsys):
+def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path, capsys, caplog):
     """Synthetic SGD and proxy runs, 5 seeds each, validated at iterations 10..60: rho = 1% and
     4% lie wholly below SGD (rank-sum p = 2/252, the smallest 5 vs 5 allows), 16% and 64%
     overlap it; the smallest rho not significantly below SGD is then 16%. A 40%-proxy run
@@ -228,6 +229,22 @@ def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path,
         _write(tmp_path / "lr", f"sgd{seed}", "sgd_small_local", seed, [0.5, 0.6], overrides=["optim.lr=0.5"])
     each = dose.collect(dose.select(runs_mod.load_runs([str(tmp_path)]))[0])
     assert each[("small", ())][0] == 30 and [at for key, (at, _) in each.items() if key[1]] == [20]
+    # per-unit costs for tf_tutorial in one file, the small net's in another: each net priced from its
+    # file (tf_tutorial's N for 1%: 2 ceil((P + 1) 1e-4 / (1 - 1e-4)) = 656); one file alone names the
+    # unpriced net; a file with costs for no net is refused, naming it
+    both, machine = _units(), {k: v for k, v in _units().items() if not isinstance(v, dict)}
+    for name, nets_in in (("tf.json", ["tf_tutorial"]), ("small.json", ["small"]), ("none.json", [])):
+        with open(tmp_path / name, "w") as f:
+            json.dump({"units": {**machine, **{n: both[n] for n in nets_in}}}, f)
+    base = ["dose", "--at", "40", "--out", str(tmp_path / "u"), str(tmp_path)]
+    assert cli.main(base + ["--units", str(tmp_path / "tf.json"), "--units", str(tmp_path / "small.json")]) == 0
+    out = capsys.readouterr().out
+    assert "ES N on small (theory)" in out and "| 656 |" in out and "No per-unit costs" not in out
+    assert cli.main(base + ["--units", str(tmp_path / "tf.json")]) == 0
+    out = capsys.readouterr().out
+    assert "ES N on small" not in out and "No per-unit costs given for small: not priced" in out
+    assert cli.main(base + ["--units", str(tmp_path / "none.json")]) == 2
+    assert "none.json: per-unit costs for none of the nets tf_tutorial, small" in caplog.text
     x, med, q25, q75, n = dose.curves(selected)[("small", ())][0.16]  # the curves up to the iteration read
     accs = [r.history["val_accuracy"][:4] for r in runs if r.config["proxy"]["rho"] == 0.16
             and r.config["run"]["method"] == "proxy"]
