@@ -173,8 +173,10 @@ report() {  # report TITLE COMMAND...
   "$@" || echo "   (not yet: the runs it needs are missing or incomplete)"
 }
 figs=$home/docs/figures
-units=()
-[ -f "$home/benchmarks/out/units.json" ] && units=(--units "$home/benchmarks/out/units.json")
+units=()  # per-unit costs: this machine's (benchmarks/out) first, then those kept beside the runs (docs/runs)
+for f in "$home/benchmarks/out/units.json" "$home"/docs/runs/units*.json; do
+  if [ -f "$f" ]; then units+=(--units "$f"); fi
+done
 dose_dirs=("$root/dose")
 if t1_done; then  # all there: table1 only reads them
   report "Table 1 at 40,000 iterations" python -m hpc_es table1 table1_small_local --runs 5 $T1 --out "$t1"
