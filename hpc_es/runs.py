@@ -101,20 +101,24 @@ def is_named_by(named, path):
     ``proxy.rho_from``): the same file, or a copy of it (an archive, a restored run): the same
     run directory and file name and, where the named file is still there, the same start stamp
     (another run that happens to share the directory's name elsewhere is not a copy)."""
-    both = os.path.exists(named) and os.path.exists(path)
-    if both and os.path.samefile(named, path):
+    if _same_file(named, path):
         return True
     if os.path.normpath(named).split(os.sep)[-2:] != os.path.normpath(path).split(os.sep)[-2:]:
         return False
+    both = os.path.exists(named) and os.path.exists(path)
     return not both or io.results_attr(named, "started") == io.results_attr(path, "started")
 
 
 def named_by(named, candidates):
     """The run among ``candidates`` whose results file a config names (:func:`is_named_by`):
     the file itself before a copy of it; None if none is."""
-    matches = [r for r in candidates if is_named_by(named, r.path)]
-    exact = [r for r in matches if os.path.exists(named) and os.path.samefile(named, r.path)]
-    return (exact or matches or [None])[0]
+    exact = [r for r in candidates if _same_file(named, r.path)]
+    return (exact or [r for r in candidates if is_named_by(named, r.path)] or [None])[0]
+
+
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` both exist and are one file."""
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def load_runs(paths):
