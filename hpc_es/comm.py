@@ -13,6 +13,8 @@ import traceback
 
 import numpy as np
 
+from hpc_es.text import printable
+
 log = logging.getLogger(__name__)
 
 
@@ -97,18 +99,20 @@ def leave(code):
 
 
 def library_versions():
-    """{"mpi4py": version, "mpi": the MPI library's first version line}, None where absent."""
+    """{"mpi4py": version, "mpi": the MPI library's first version line}, None where absent;
+    cleaned where read (:func:`hpc_es.text.printable`), as they go into the run's files."""
     try:
         import mpi4py
         from mpi4py import MPI
     except ImportError:
         return {"mpi4py": None, "mpi": None}
-    return {"mpi4py": mpi4py.__version__, "mpi": MPI.Get_library_version().splitlines()[0]}
+    lines = printable(MPI.Get_library_version()).splitlines() or [""]
+    return {"mpi4py": mpi4py.__version__, "mpi": lines[0]}
 
 
 def hostnames(comm):
     """Collective over ``comm``: the sorted distinct host names of all ranks."""
-    return sorted(set(comm.allgather(socket.gethostname())))
+    return sorted(set(comm.allgather(printable(socket.gethostname()))))
 
 
 def from_root(comm, action, errors, share=True):

@@ -153,3 +153,18 @@ def test_one_failing_rank_ends_the_job_instead_of_hanging(launch, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "rank 1 fails on purpose" in proc.stdout + proc.stderr
+
+
+def test_strings_from_mpi_are_cleaned_where_read(monkeypatch, tmp_path):
+    """Open MPI's library version ends in a NUL byte, which HDF5's strings refuse: every run
+    under Open MPI failed at its first results write until the string was cleaned."""
+    from mpi4py import MPI
+
+    from hpc_es import io, text
+    open_mpi = "Open MPI v5.0.8, package: Open MPI root@builder Distribution, ident: 5.0.8, repo rev: v5.0.8\x00"
+    monkeypatch.setattr(MPI, "Get_library_version", lambda: open_mpi)
+    versions = comm.library_versions()
+    assert versions["mpi"] == open_mpi[:-1]
+    assert text.printable("a\x00b\x07\tc\n") == "ab\tc"
+    io.save_results(str(tmp_path), {}, {**versions, "completed_iterations": 0}, {}, np.zeros(3, np.float32))
+    assert io.read_results(str(tmp_path / "results.h5"))["mpi"] == open_mpi[:-1]
