@@ -117,9 +117,10 @@ class PopulationConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    method: str = _opt("sgd", "sgd (exact gradient), es (OpenAI-ES), proxy (SGD + noise at proxy.rho), "
-                       "population (offspring needed for population.target_rho at fixed theta)",
-                       choices=("sgd", "es", "proxy", "population"))
+    method: str = _opt("sgd", "sgd (exact gradient), es (OpenAI-ES), es_first_order (ES's population with "
+                       "first-order rewards; ours), proxy (SGD + noise at proxy.rho), population (offspring "
+                       "needed for population.target_rho at fixed theta)",
+                       choices=("sgd", "es", "es_first_order", "proxy", "population"))
     iterations: int = _opt(2000, "optimizer updates (paper: 2,000)", lo=1, hi=10**9)
     seed: int = _opt(0, "run seed: keys every random draw of iteration t", lo=0, hi=2**63 - 1)
     eval_every: int = _opt(100, "validate on all 10,000 test images every k iterations (0: at the end only)",
@@ -131,6 +132,7 @@ class RunConfig:
 
 
 # Keys that earlier versions kept elsewhere: old name -> new name (config files and run files).
+ES_METHODS = ("es", "es_first_order")  # the methods that train on an ES population (noise table, es.*)
 MOVED_KEYS = {"population.theta_from": "net.theta_from"}
 
 # Keys that do not change the trajectory of theta: a resume may change them.
@@ -209,8 +211,12 @@ def from_dict(raw, origin="config"):
 def _check_combination(cfg, origin):
     """Constraints between keys (each message names the keys involved)."""
     method = cfg.run.method
-    if cfg.measure.correlation and (method not in ("es", "proxy") or cfg.es.mode != "minibatch"):
-        raise ConfigError(f"{origin}: measure.correlation = true needs run.method = 'es' or 'proxy' with "
+    if method == "es_first_order" and cfg.es.mode != "minibatch":
+        raise ConfigError(f"{origin}: run.method = 'es_first_order' needs es.mode = 'minibatch' (got "
+                          f"{cfg.es.mode!r}): with a subset per pair every pair needs its own gradient, so "
+                          f"first-order rewards cost as much as real ES there")
+    if cfg.measure.correlation and (method not in ES_METHODS + ("proxy",) or cfg.es.mode != "minibatch"):
+        raise ConfigError(f"{origin}: measure.correlation = true needs run.method = 'es', 'es_first_order' or 'proxy' with "
                           f"es.mode = 'minibatch' (got {method!r}, {cfg.es.mode!r}): g_true is defined per mini-batch")
     if cfg.proxy.rho_from and method != "proxy":
         raise ConfigError(f"{origin}: proxy.rho_from = {cfg.proxy.rho_from!r} needs run.method = 'proxy' "
@@ -224,7 +230,7 @@ def _check_combination(cfg, origin):
     if method == "population" and cfg.es.perturbation != "full":
         raise ConfigError(f"{origin}: run.method = 'population' measures full perturbations; "
                           f"es.perturbation must be 'full' (got {cfg.es.perturbation!r})")
-    if method not in ("es", "population"):
+    if method not in ES_METHODS + ("population",):
         return
     if cfg.es.perturbation == "limited" and cfg.noise.size < cfg.es.bucket_size:
         raise ConfigError(f"{origin}: noise.size = {cfg.noise.size}: shorter than one bucket "

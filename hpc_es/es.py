@@ -20,6 +20,19 @@ g = 1/(N sigma) sum_k (f_{2k} - f_{2k+1}) eps_k, which is what :func:`perturbati
 and :func:`hpc_es.kernels.aggregate_dense` compute. The fitness f is the raw reward (the
 paper: MNIST has no rollout noise) or centred ranks in [-0.5, 0.5] (Salimans et al.).
 
+First-order ES (ours: an instrument, not the paper's method). For an antithetic pair,
+F(theta + sigma eps) - F(theta - sigma eps) = 2 sigma eps . grad F(theta) + O(sigma^3). Replacing
+every offspring's reward by its first-order value, r_i = F(theta) + sign_i sigma eps_i . grad F
+(:func:`first_order_rewards`, from the directional derivatives of :func:`directional_derivatives`),
+and feeding them through the same fitness shaping and aggregation gives an estimate on the same
+population (offsets, signs, buckets and 1/p weights, mini-batch) that differs from real ES only
+by the higher-order terms; it costs one backward pass and K dot products of table windows with
+the gradient instead of N forward passes. Without a noise table, the same estimator is the
+"forward gradient" with n random directions of the literature (e.g. Baydin et al. 2022,
+*Gradients without Backpropagation*; Nesterov & Spokoiny 2017 for the smoothing view). It needs
+one gradient per data set the offspring are scored on, so it has no shortcut in no-mini-batch
+mode (every pair has its own subset).
+
 Randomness: iteration t draws its data from ``Generator(PCG64([seed, t, DATA_STREAM]))``
 (shared with the SGD baseline, so ES, SGD and the proxy see the same mini-batches) and its
 perturbations from ``Generator(PCG64([seed, t, NOISE_STREAM]))``. Every rank draws the same
@@ -261,3 +274,23 @@ def aggregate(table, offsets, weights, out, lo=0):
     sorted by table offset (stable) so that overlapping table windows are reused from cache."""
     order = np.argsort(offsets, kind="stable")
     kernels.aggregate_dense(table[lo:], offsets[order], weights[order], out)
+
+
+def directional_derivatives(table, pop, g, lo, hi, out):
+    """eps_k . g for perturbations k in [lo, hi) of ``pop`` into ``out`` (hi-lo,) float64: over
+    the whole of theta (full perturbation) or over perturbation k's bucket (limited), g (P,)
+    float32. Each value is the same sum in the same order whatever [lo, hi), so ranks that
+    split the perturbations differently agree bit for bit."""
+    if pop.limited:
+        kernels.directional_sparse(table, pop.offsets[lo:hi], pop.start[lo:hi], pop.length[lo:hi], g, out)
+    else:
+        kernels.directional_dense(table, pop.offsets[lo:hi], g, out)
+    return out
+
+
+def first_order_rewards(reward0, derivatives, pop, sigma):
+    """(N,) float64: r_i = reward0 + sign_i sigma d_{member_i}, the first-order value of offspring
+    i's reward, where ``reward0`` is the reward of theta itself and ``derivatives`` (K,) the
+    reward's directional derivatives eps_k . grad r (see the module docstring)."""
+    return reward0 + pop.sign.astype(np.float64) * sigma * derivatives[pop.member]
+

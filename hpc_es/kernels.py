@@ -1,7 +1,8 @@
 """numba kernels: the CNN's non-GEMM work (im2col, col2im, pooling, activations, loss).
 
 Every ``@njit`` of the package lives here. The kernels a user can call with their own arrays
-(``perturb``, ``aggregate_dense``, ``aggregate_sparse``) are plain-Python wrappers that check
+(``perturb``, ``aggregate_dense``, ``aggregate_sparse``, ``directional_dense``,
+``directional_sparse``) are plain-Python wrappers that check
 shapes, dtypes and every table window, then call the unchecked ``@njit`` core (``_perturb``,
 ...), as stumpy does; package code that checked an iteration's windows once calls the core.
 Kernels are pure: no globals, no I/O, no MPI, no random numbers; they write into preallocated ``out`` arrays and assume C-contiguous inputs
@@ -385,6 +386,72 @@ def _aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
         k = end
 
 
+DIR_BLOCK = 1 << 20  # parameters per block of the dense directional derivatives (4 MiB of g: L3; fastest here)
+
+
+@njit(inline="always", **NJIT)
+def _dot8(table, offsets, k, g, shift, m, out):
+    """``out[q] = sum_{j<m} table[offsets[k+q] + shift + j] * g[j]`` for q < 8, in float32:
+    eight table streams against one window of g (the transpose of :func:`_axpy8`)."""
+    o = offsets[k:k + 8] + shift
+    t0, t1, t2, t3 = table[o[0]:o[0] + m], table[o[1]:o[1] + m], table[o[2]:o[2] + m], table[o[3]:o[3] + m]
+    t4, t5, t6, t7 = table[o[4]:o[4] + m], table[o[5]:o[5] + m], table[o[6]:o[6] + m], table[o[7]:o[7] + m]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = np.float32(0.0)
+    for j in range(m):
+        gj = g[j]
+        s0 += t0[j] * gj
+        s1 += t1[j] * gj
+        s2 += t2[j] * gj
+        s3 += t3[j] * gj
+        s4 += t4[j] * gj
+        s5 += t5[j] * gj
+        s6 += t6[j] * gj
+        s7 += t7[j] * gj
+    out[0], out[1], out[2], out[3] = s0, s1, s2, s3
+    out[4], out[5], out[6], out[7] = s4, s5, s6, s7
+
+
+@njit(**NJIT)
+def _directional_dense(table, offsets, g, out, block=DIR_BLOCK):
+    """:func:`directional_dense` without the checks.
+
+    Pass ``offsets`` sorted ascending and a multiple of 8 of them (the caller pads with copies
+    of the last): every derivative is then computed by the same eight-stream loop, whatever
+    its position, so a perturbation's value does not depend on which others share its call
+    (1, 2 or 3 ranks agree bit for bit). Per block of ``block`` parameters, consecutive
+    perturbations read overlapping table windows while the block of g stays in cache; each
+    block's float32 dot product is added to a float64 total.
+    """
+    n, K = g.size, offsets.size
+    acc = np.zeros(K, np.float64)
+    part = np.empty(8, np.float32)
+    for j0 in range(0, n, block):
+        m = min(block, n - j0)
+        gb = g[j0:j0 + m]
+        for k in range(0, K, 8):
+            _dot8(table, offsets, k, gb, j0, m, part)
+            for q in range(8):
+                acc[k + q] += part[q]
+    for k in range(K):
+        out[k] = acc[k]
+
+
+@njit(**NJIT)
+def _directional_sparse(table, offsets, starts, sizes, g, out):
+    """:func:`directional_sparse` without the checks: ``out[k] = sum_{j < sizes[k]}
+    table[offsets[k] + j] * g[starts[k] + j]``, one float32 loop per perturbation (the same
+    code for every k, so the value does not depend on the others in the call). Pass the
+    perturbations grouped by bucket so a bucket's window of g stays in L1."""
+    for k in range(offsets.size):
+        m = sizes[k]
+        t = table[offsets[k]:offsets[k] + m]
+        gb = g[starts[k]:starts[k] + m]
+        s = np.float32(0.0)
+        for j in range(m):
+            s += t[j] * gb[j]
+        out[k] = s
+
+
 # ---- validated wrappers (stumpy's style): the checks a caller can fail, then the kernel ---------
 # numba does no bounds checks: an offset past the table would read other memory silently. The
 # checks are vectorised min/max over the perturbations, once per call.
@@ -454,6 +521,59 @@ def aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
                              f"perturbations grouped by bucket (sorted by start)")
         check_windows(offsets, sizes, table.size)
     _aggregate_sparse(table, offsets, weights, starts, sizes, int(lo), out)
+
+
+def directional_dense(table, offsets, g, out, block=DIR_BLOCK):
+    """Directional derivatives of the dense perturbations: ``out[k] = sum_j table[offsets[k] + j]
+    * g[j]`` over all j < g.size (eps_k . g, the transpose of :func:`aggregate_dense`).
+
+    table, g: 1-D float32; offsets (K,) integers with every window inside the table; out (K,)
+    float64. The offsets are sorted here (and the tail padded to a multiple of eight), so any
+    order may be passed; each derivative is the same sum in the same order whatever the other
+    offsets of the call. A ValueError names what is wrong.
+    """
+    offsets, _ = _check_perturbations(offsets, np.zeros(np.size(offsets)))
+    _check_vector("table", table, np.float32)
+    _check_vector("g", g, np.float32)
+    _check_vector("out", out, np.float64, offsets.size)
+    check_windows(offsets, g.size, table.size)
+    if not offsets.size:
+        return
+    order = np.argsort(offsets, kind="stable")
+    padded = np.empty(-(-offsets.size // 8) * 8, np.int64)
+    padded[:offsets.size] = offsets[order]
+    padded[offsets.size:] = padded[offsets.size - 1]
+    d = np.empty(padded.size, np.float64)
+    _directional_dense(table, padded, g, d, block)
+    out[order] = d[:offsets.size]
+
+
+def directional_sparse(table, offsets, starts, sizes, g, out):
+    """Directional derivatives under limited perturbation: ``out[k] = sum_{j < sizes[k]}
+    table[offsets[k] + j] * g[starts[k] + j]`` (eps_k . g restricted to perturbation k's bucket,
+    the transpose of :func:`aggregate_sparse`). Any order may be passed (grouped by bucket here);
+    out (K,) float64. A ValueError names the first offending perturbation."""
+    offsets, _ = _check_perturbations(offsets, np.zeros(np.size(offsets)))
+    starts = np.ascontiguousarray(starts, np.int64)
+    sizes = np.ascontiguousarray(sizes, np.int64)
+    if starts.shape != offsets.shape or sizes.shape != offsets.shape:
+        raise ValueError(f"starts {starts.shape} and sizes {sizes.shape}: expected one per perturbation "
+                         f"{offsets.shape}")
+    _check_vector("table", table, np.float32)
+    _check_vector("g", g, np.float32)
+    _check_vector("out", out, np.float64, offsets.size)
+    if not offsets.size:
+        return
+    bad = np.flatnonzero((starts < 0) | (sizes < 1) | (starts + sizes > g.size))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"perturbation {k}: bucket [{starts[k]}, {starts[k] + sizes[k]}) is outside g of "
+                         f"{g.size} parameters")
+    check_windows(offsets, sizes, table.size)
+    order = np.argsort(starts, kind="stable")
+    d = np.empty(offsets.size, np.float64)
+    _directional_sparse(table, offsets[order], starts[order], sizes[order], g, d)
+    out[order] = d
 
 
 def check_windows(offsets, lengths, table_size):

@@ -20,7 +20,8 @@ from hpc_es import runs as runs_mod
 from hpc_es.runs import FIGURES
 
 COLOURS = {"sgd": "#222222", "es": "#1f77b4", "proxy": "#ff7f0e", "limited": "#2ca02c",
-           "nominibatch": "#d62728", "population": "#9467bd"}
+           "nominibatch": "#d62728", "population": "#9467bd", "first_order": "#17becf",
+           "limited_first_order": "#bcbd22"}
 STYLES = ("-", "--", ":", "-.")
 DPI = 200
 # The two sides of each comparison: (method key, in words). Figure 5 compares population sizes.

@@ -169,8 +169,11 @@ def longest_continuations(runs):
 
 
 def method_key(cfg):
-    """What a run is, as one word: sgd, proxy, es, limited, nominibatch (colours, captions)."""
+    """What a run is, as one word: sgd, proxy, es, limited, nominibatch, first_order,
+    limited_first_order (colours, captions)."""
     method, es = cfg["run"]["method"], cfg["es"]
+    if method == "es_first_order":
+        return "limited_first_order" if es.get("perturbation") == "limited" else "first_order"
     if method == "es" and es.get("perturbation") == "limited":
         return "limited"
     if method == "es" and es["mode"] == "nominibatch":
@@ -187,8 +190,10 @@ def describe(cfg):
         text = "ES proxy, rho per iteration from an ES run"
     elif method == "proxy":
         text = f"ES proxy, rho = {100 * cfg['proxy']['rho']:.3g}%"
-    elif method == "es":
+    elif method in config.ES_METHODS:
         text = ("no-mini-batch ES" if es["mode"] == "nominibatch" else "ES") + f", N = {es['n_offspring']:,}"
+        if method == "es_first_order":
+            text = "first-order " + text
         if es.get("perturbation") == "limited":
             text = "limited " + text + f" (buckets <= {es['bucket_size']:,})"
     else:
@@ -206,7 +211,7 @@ def departures(cfg):
     gives them, Sec. 4), in words: runs that differ in any of them never share a curve."""
     paper = config.Config().to_dict()
     method = cfg["run"]["method"]
-    keys = [("es", "sigma"), ("es", "fitness")] if method in ("es", "population") else []
+    keys = [("es", "sigma"), ("es", "fitness")] if method in config.ES_METHODS + ("population",) else []
     if method == "es" and cfg["es"]["mode"] == "nominibatch":
         keys.append(("es", "subset"))
     keys += [("optim", "name"), ("optim", "lr"), ("data", "batch_size"), ("optim", "l2")]

@@ -11,6 +11,8 @@ validates, logs and checkpoints, whatever the method.
   ESStep          OpenAI-ES, Eq. (1): evaluate this rank's share of offspring, Allgatherv the
                   rewards, aggregate g_ES (sharded over the ranks: one Allgatherv of P floats)
   LimitedESStep   ES with limited perturbation (Sec. 4.1): buckets, delta evaluation
+  FirstOrderESStep  first-order ES (ours): ES's population, each reward replaced by its
+                  first-order value from one backward pass; only K derivatives travel
 
 With ``measure.correlation`` / ``measure.sgd_self_correlation``, rank 0 measures the estimate
 against the exact gradient of the same mini-batch (never used by the optimizer).
@@ -22,7 +24,7 @@ import time
 
 import numpy as np
 
-from hpc_es import analysis, comm as comm_mod, es, faults, io, limited
+from hpc_es import analysis, comm as comm_mod, config, es, faults, io, limited
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,9 @@ def build(cfg, comm, net, dataset, table):
     if method == "es":
         cls = LimitedESStep if cfg.es.perturbation == "limited" else ESStep
         return cls(cfg, comm, net, dataset, table)
-    raise ValueError(f"run.method {method!r}: no training step (expected sgd, proxy or es)")
+    if method == "es_first_order":
+        return FirstOrderESStep(cfg, comm, net, dataset, table)
+    raise ValueError(f"run.method {method!r}: no training step (expected sgd, proxy, es or es_first_order)")
 
 
 def check_finite(values, t, cfg, what):
@@ -69,7 +73,7 @@ def check_finite(values, t, cfg, what):
     all finite (the values are identical on every rank, so every rank raises alike)."""
     if not np.isfinite(values).all():
         hint = (f"es.sigma = {cfg.es.sigma} or optim.lr = {cfg.optim.lr} is likely too large"
-                if cfg.run.method == "es" else f"optim.lr = {cfg.optim.lr} is likely too large")
+                if cfg.run.method in config.ES_METHODS else f"optim.lr = {cfg.optim.lr} is likely too large")
         raise FloatingPointError(f"iteration {t + 1}: non-finite {what}; {hint}. The last checkpoint "
                                  f"is kept; resume from it with a smaller value and --force into a new --out")
 
@@ -183,12 +187,13 @@ class ESStep(SGDStep):
         n = cfg.es.n_offspring
         self.lo, self.hi = comm_mod.split_range(n, rank, size)
         self.counts = comm_mod.share_counts(n, size)
-        self.mine, self.rewards = np.empty(self.hi - self.lo, np.float64), np.empty(n, np.float64)
+        self.mine, self.gathered = np.empty(self.hi - self.lo, np.float64), np.empty(n, np.float64)
         self.work = np.empty(net.n_params, np.float32)
         self.sharded = cfg.es.aggregation == "sharded" and size > 1
         self.g_lo, self.g_hi = comm_mod.split_range(net.n_params, rank, size) if self.sharded else (0, net.n_params)
         self.g_counts = comm_mod.share_counts(net.n_params, size)
         self.buckets = self.delta = None
+        self.g_true = None  # the loss gradient of the mini-batch where a step computes it anyway
 
     def describe(self):
         e = self.cfg.es
@@ -205,22 +210,16 @@ class ESStep(SGDStep):
                 **{f"rho_theory_{name}": rho for name, rho in layers.items()}}
 
     def evaluate(self, theta, t):
-        """This rank's rewards of iteration t into ``self.mine``; returns (population, None), or
+        """This rank's share of iteration t into ``self.mine``; returns (population, None), or
         (population or None, a one-line description) if evaluating raised here. A failing rank
-        still joins the rewards' Allgatherv, with NaN rewards: its failure then travels with
+        still joins the Allgatherv that follows, with NaN values: its failure then travels with
         them, and every rank stops together instead of waiting for it."""
-        cfg, lo, hi = self.cfg, self.lo, self.hi
+        cfg = self.cfg
         pop = None
         try:
             pop = es.sample_population(cfg.es, cfg.run.seed, t, self.net.n_params, cfg.noise.size, len(self.y),
                                        cfg.data.batch_size, self.buckets)
-            # The reliability tests can stop a rank half-way through its share (faults.point).
-            mid = (lo + hi) // 2 if faults.armed() else hi
-            es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, lo, mid, self.mine,
-                        self.work, self.delta)
-            faults.point("evaluate", t + 1, self.rank)
-            es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, mid, hi,
-                        self.mine[mid - lo:], self.work, self.delta)
+            self.evaluate_share(theta, t, pop)
             return pop, None
         except Exception as err:  # noqa: BLE001 - any failure here must reach every rank
             log.debug("rank %d: evaluating iteration %d failed", self.rank, t + 1, exc_info=True)
@@ -228,26 +227,42 @@ class ESStep(SGDStep):
             return pop, (f"rank {self.rank} on {socket.gethostname()}: evaluating iteration {t + 1} failed: "
                          f"{comm_mod.describe_failure(err)}")
 
+    def evaluate_share(self, theta, t, pop):
+        """The rewards of this rank's offspring [lo, hi) into ``self.mine``."""
+        cfg, lo, hi = self.cfg, self.lo, self.hi
+        # The reliability tests can stop a rank half-way through its share (faults.point).
+        mid = (lo + hi) // 2 if faults.armed() else hi
+        es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, lo, mid, self.mine,
+                    self.work, self.delta)
+        faults.point("evaluate", t + 1, self.rank)
+        es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, mid, hi,
+                    self.mine[mid - lo:], self.work, self.delta)
+
+    def rewards_of(self, pop):
+        """Every offspring's reward (N,), from what the ranks gathered into ``self.gathered``."""
+        return self.gathered
+
     def gradient(self, theta, t, out, timer):
         cfg = self.cfg
         with timer("evaluate"):
             pop, failure = self.evaluate(theta, t)
         with timer("communicate"):
-            comm_mod.allgatherv(self.comm, self.mine, self.rewards, self.counts)
-        if not np.isfinite(self.rewards).all():  # every rank sees it: agree on why, together
+            comm_mod.allgatherv(self.comm, self.mine, self.gathered, self.counts)
+        if not np.isfinite(self.gathered).all():  # every rank sees it: agree on why, together
             failures = [f for f in self.comm.allgather(failure) if f]
             if failures:
                 raise comm_mod.RankFailure("; ".join(failures))
-        check_finite(self.rewards, t, cfg, "rewards")
+        rewards = self.rewards_of(pop)
+        check_finite(rewards, t, cfg, "rewards")
         with timer("aggregate"):
-            es.gradient(self.table, pop, es.fitness(self.rewards, cfg.es.fitness), cfg.es.sigma, out,
+            es.gradient(self.table, pop, es.fitness(rewards, cfg.es.fitness), cfg.es.sigma, out,
                         self.g_lo, self.g_hi)
         if self.sharded:  # assemble g from every rank's slice (P floats, in place)
             with timer("communicate"):
                 comm_mod.allgatherv(self.comm, out[self.g_lo:self.g_hi], out, self.g_counts)
-        rec = {"loss": -float(self.rewards.mean()), "reward_std": float(self.rewards.std())}
+        rec = {"loss": -float(rewards.mean()), "reward_std": float(rewards.std())}
         with timer("measure"):
-            rec.update(self.measure(theta, t, pop.batch, out, sign=-1.0, g_true=None))
+            rec.update(self.measure(theta, t, pop.batch, out, sign=-1.0, g_true=self.g_true))
         with timer("update"):
             np.negative(out, out=out)  # the optimizers descend the loss = -reward
             self.net.add_l2_grad(theta, cfg.optim.l2, out)  # as OpenAI's ES: L2's gradient is known exactly
@@ -271,3 +286,47 @@ class LimitedESStep(ESStep):
         e = self.cfg.es
         n = e.n_offspring // 2 if e.antithetic else e.n_offspring
         return {"rho_theory": limited.expected_correlation(g_true, self.buckets, e.bucket_choice, n)[0]}
+
+
+class FirstOrderESStep(ESStep):
+    """First-order ES (ours, see :mod:`hpc_es.es`): the population of :class:`ESStep` (or of
+    :class:`LimitedESStep`), but each offspring's reward replaced by its first-order value
+    -L(theta) - sign_i sigma eps_i . grad L(theta). Every rank computes grad L of the shared
+    mini-batch (one backward pass), then the directional derivatives of its share [klo, khi)
+    of the K perturbations; the ranks Allgatherv those K floats (as ES does its N rewards),
+    and fitness shaping, aggregation, L2 and the measurements are ES's own."""
+
+    def __init__(self, cfg, comm, net, dataset, table):
+        super().__init__(cfg, comm, net, dataset, table)
+        if cfg.es.mode != "minibatch":
+            raise ValueError("run.method = 'es_first_order' needs es.mode = 'minibatch'")  # config refuses it first
+        k = cfg.es.n_offspring // 2 if cfg.es.antithetic else cfg.es.n_offspring
+        rank, size = comm.Get_rank(), comm.Get_size()
+        self.klo, self.khi = comm_mod.split_range(k, rank, size)
+        self.counts = comm_mod.share_counts(k, size)
+        self.mine, self.gathered = np.empty(self.khi - self.klo, np.float64), np.empty(k, np.float64)
+        self.g_true, self.loss0 = np.empty(net.n_params, np.float32), None
+        self.work = None  # no perturbed copy of theta is ever made
+        if cfg.es.perturbation == "limited":
+            self.buckets = limited.partition(net.layout, cfg.es.bucket_size)
+
+    def describe(self):
+        limited_text = (f", limited to buckets of <= {self.cfg.es.bucket_size}"
+                        if self.buckets is not None else "")
+        return super().describe() + limited_text + ", first-order rewards"
+
+    def theory(self, g_true):
+        if self.buckets is not None:
+            return LimitedESStep.theory(self, g_true)
+        return super().theory(g_true)
+
+    def evaluate_share(self, theta, t, pop):
+        """grad L of the mini-batch (every rank alike), then eps_k . grad L for k in [klo, khi)."""
+        b = pop.batch
+        self.loss0, _ = self.net.loss_and_grad(theta, self.x[b], self.y[b], 0.0, out=self.g_true)
+        faults.point("evaluate", t + 1, self.rank)
+        es.directional_derivatives(self.table, pop, self.g_true, self.klo, self.khi, self.mine)
+
+    def rewards_of(self, pop):
+        # The reward is -L: its value at theta is -loss0, its directional derivative -eps . grad L.
+        return es.first_order_rewards(-self.loss0, -self.gathered, pop, self.cfg.es.sigma)

@@ -91,7 +91,7 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
     if cfg.run.method == "population":
         raise config.ConfigError("run.method = 'population' is an experiment, not training: use "
                                  "hpc_es.experiments.population (`hpc-es train` dispatches to it)")
-    with session(cfg, comm, out, resume, force, dataset, quiet, cfg.run.method == "es", command) as s:
+    with session(cfg, comm, out, resume, force, dataset, quiet, cfg.run.method in config.ES_METHODS, command) as s:
         if s.finished:
             nothing_to_do(s)
         else:
@@ -296,7 +296,7 @@ def _progress(cfg, history, done, n_iter, window_seconds, window_iters, elapsed,
     eta = (n_iter - done) * elapsed / max(iters_this_run, 1)
     acc = (f"val. accuracy {100 * history['val_accuracy'][-1]:.2f}% (@{history['eval_iteration'][-1]})"
            if history["val_accuracy"] else "val. accuracy -")
-    speed = (f"{rate * cfg.es.n_offspring:,.0f} offspring/s" if cfg.run.method == "es"
+    speed = (f"{rate * cfg.es.n_offspring:,.0f} offspring/s" if cfg.run.method in config.ES_METHODS
              else f"{rate * cfg.data.batch_size:,.0f} images/s")
     rho = f"  rho {100 * history['rho'][-1]:.2f}%" if history.get("rho") else ""
     log.info("iter %d/%d  loss %.4f  %s%s  %s  ETA %s", done, n_iter, history["loss"][-1], acc, rho, speed,

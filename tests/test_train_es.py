@@ -45,9 +45,14 @@ def _cfg(*extra):
                                    ["es.perturbation=limited", "es.bucket_size=2000"],
                                    ["es.perturbation=limited", "es.bucket_size=3000", "es.mode=nominibatch",
                                     "es.bucket_choice=size", "es.aggregation=replicated"],
-                                   ["run.method=sgd"]],
+                                   ["run.method=sgd"],
+                                   ["run.method=es_first_order", "es.n_offspring=14"],
+                                   ["run.method=es_first_order", "es.perturbation=limited", "es.bucket_size=2000",
+                                    "es.fitness=centered_ranks", "optim.l2=0.0002", "es.bucket_choice=size"],
+                                   ["run.method=es_first_order", "es.antithetic=false", "es.n_offspring=7",
+                                    "es.aggregation=replicated"]],
                          ids=["es", "es-replicated", "es-nominibatch-ranks-l2", "limited", "limited-nominibatch",
-                              "sgd"])
+                              "sgd", "first-order", "first-order-limited-ranks-l2", "first-order-plain"])
 def test_all_ranks_and_a_serial_run_reach_the_same_theta(world, mnist, extra):
     cfg = _cfg(*extra)
     theta_mpi, hist = train.run(cfg, world, dataset=mnist, quiet=True)
@@ -61,11 +66,13 @@ def test_all_ranks_and_a_serial_run_reach_the_same_theta(world, mnist, extra):
 
 
 @pytest.mark.mpi
-def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(world, mnist, shared_tmp):
+@pytest.mark.parametrize("method", ["es", "es_first_order"])
+def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(world, mnist, shared_tmp, method):
     full, part = os.path.join(shared_tmp, "full"), os.path.join(shared_tmp, "part")
-    theta_full, hist_full = train.run(_cfg(), world, out=full, dataset=mnist, quiet=True)
-    train.run(_cfg("run.iterations=2"), world, out=part, dataset=mnist, quiet=True)
-    theta_resumed, hist = train.run(_cfg(), world, out=part, resume=True, dataset=mnist, quiet=True)
+    theta_full, hist_full = train.run(_cfg(f"run.method={method}"), world, out=full, dataset=mnist, quiet=True)
+    train.run(_cfg(f"run.method={method}", "run.iterations=2"), world, out=part, dataset=mnist, quiet=True)
+    theta_resumed, hist = train.run(_cfg(f"run.method={method}"), world, out=part, resume=True, dataset=mnist,
+                                    quiet=True)
     comm.parallel_assert(world, np.array_equal(theta_full, theta_resumed), "resumed theta differs")
     comm.parallel_assert(world, hist["loss"] == hist_full["loss"], "resumed loss history differs")
     res = io.read_results(os.path.join(part, io.RESULTS))
