@@ -15,6 +15,11 @@
 #          layers  ES on the small net to >= 90% with per-layer rho logged; tf_tutorial: the
 #                  proxy (seed 0, its SGD self-correlation logged) with real ES at N = 10,000
 #                  at iterations 0, 250, 500, 1,000, 2,000                    (~1.3 + ~0.8)
+#          first_order  first-order ES (issue 27, ours): validation against real ES on the small net
+#                  (N = 1,000, sigma 0.002, 300 it., seeds 0-2, both methods: ~1.2), the first-order
+#                  twins of section sigma's ES runs (~0.3), Fig. 3 at paper scale (limited,
+#                  uniform and size draw, 5 seeds: ~1.7) and Fig. 1 / Fig. 3's full arm
+#                  (fo_tf_paper, 5 seeds: ~7; seed 0 first)
 #          report  the tables and figures of whatever is complete (after the runs of the sections named)
 # Every run is one MPI rank; $HPC_ES_JOBS of them (default: the number of cores) run at a time.
 # Every run resumes if interrupted and is skipped once complete: start the script again.
@@ -29,10 +34,11 @@ venv=${HPC_ES_VENV:-$home/.venv}  # as jobs/local.sh: the checkout's environment
 if [ -f "$venv/bin/activate" ]; then . "$venv/bin/activate"; fi
 . "$home/jobs/_run.sh"
 sections=("$@")
-[ ${#sections[@]} -gt 0 ] || sections=(paper table1 sigma limited dose layers report)
+[ ${#sections[@]} -gt 0 ] || sections=(paper table1 sigma limited dose layers first_order report)
 for s in "${sections[@]}"; do
-  case "$s" in paper|table1|sigma|limited|dose|layers|report) ;;
-    *) echo "jobs/beyond_local.sh: unknown section '$s' (expected paper table1 sigma limited dose layers report)" >&2
+  case "$s" in paper|table1|sigma|limited|dose|layers|first_order|report) ;;
+    *) echo "jobs/beyond_local.sh: unknown section '$s' (expected paper table1 sigma limited dose layers" \
+            "first_order report)" >&2
        exit 2 ;;
   esac
 done
@@ -162,6 +168,22 @@ layers_run() {  # the sigma = 0.002 seed 0 run of section sigma, continued (its 
     --set run.eval_every=10 --set run.iterations=$LAYERS_ITERATIONS
 }
 if wants layers; then spawn layers_tf; spawn layers_run; fi
+
+FO_CHECK="--set es.n_offspring=1000 --set run.iterations=300 --set run.eval_every=10 --set measure.sgd_self_correlation=false"
+if wants first_order; then  # the longest first, so that two queues end together
+  spawn run first_order/fig1/seed0 fo_tf_paper --set run.seed=0
+  for seed in 0 1 2; do for m in es es_first_order; do
+    spawn run first_order/check/${m}_seed$seed corr_small_local --set run.method=$m --set run.seed=$seed $FO_CHECK
+  done; done
+  for seed in 0 1 2; do for s in $SIGMAS; do  # beside section sigma's ES runs: same preset, sigma and seed
+    spawn run first_order/sigma/fo_s${s}_seed$seed corr_small_local --set run.method=es_first_order \
+      --set es.sigma=$s --set run.seed=$seed --set measure.sgd_self_correlation=false --set run.eval_every=10
+  done; done
+  for seed in $SEEDS5; do for c in uniform size; do
+    spawn run first_order/fig3_$c/seed$seed fo_limited_tf_paper --set es.bucket_choice=$c --set run.seed=$seed
+  done; done
+  for seed in 1 2 3 4; do spawn run first_order/fig1/seed$seed fo_tf_paper --set run.seed=$seed; done
+fi
 
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
 [ "$failed" = 0 ] || echo "jobs/beyond_local.sh: $failed runs failed (see above); the tables below leave them out" >&2
