@@ -176,12 +176,14 @@ def _parser():
                       "(default: figures/ beside the results)")
     dose.set_defaults(func=_dose)
 
-    gap = sub.add_parser("gap", help="ES at several sigma beside proxies that follow its measured rho: where "
-                         "the proxy stops predicting ES (ours)")
+    gap = sub.add_parser("gap", help="ES at several sigma beside proxies that follow its measured rho, and "
+                         "beside first-order ES on the same populations: where each instrument stops predicting "
+                         "ES (ours)")
     gap.add_argument("results", nargs="+", help="results.h5 files or directories: ES runs with "
-                     "measure.correlation and proxies with proxy.rho_from naming them")
-    gap.add_argument("--out", help="directory for proxy_gap_<net>.{png,pdf} and proxy_gap.json (default: "
-                     "figures/ beside the results)")
+                     "measure.correlation and proxies with proxy.rho_from naming them; ES runs and first-order "
+                     "ES runs of the same config and seed")
+    gap.add_argument("--out", help="directory for proxy_gap_<net>.{png,pdf}, proxy_gap.json and "
+                     "first_order_gap.json (default: figures/ beside the results)")
     gap.set_defaults(func=_gap)
 
     archive = sub.add_parser("archive", help="copy results files without their theta (a few hundred KB: what the "
@@ -413,17 +415,29 @@ def _gap(args):
     from hpc_es import config, plots, proxy_gap, runs as runs_mod
     runs = runs_mod.load_runs(args.results)
     found, orphans = proxy_gap.pairs(runs)
-    if not found:
+    first, lone = proxy_gap.twins(runs)
+    if not found and not first:
+        unmatched = orphans + lone
         raise config.ConfigError(f"hpc-es gap {' '.join(args.results)}: no proxy run with proxy.rho_from naming an "
-                                 f"ES run given here (same seed)" + (f"; unmatched: {', '.join(orphans)}" if orphans else ""))
-    summaries = {key: proxy_gap.summarize(by_seed) for key, by_seed in found.items()}
-    print(proxy_gap.markdown(summaries))
-    if orphans:
-        print(f"\n(proxies whose ES run was not given, left out: {', '.join(orphans)})")
+                                 f"ES run given here (same seed), and no first-order ES run beside a real ES run of "
+                                 f"the same config and seed" + (f"; unmatched: {', '.join(unmatched)}" if unmatched else ""))
     out = args.out or plots.default_out_dir([r.path for r in runs])
-    print("figure: " + ", ".join(plots.proxy_gap(summaries, out)))
-    record = [{"net": k[0], "sigma": k[1], **s} for k, s in summaries.items() if s]
-    _write_json(os.path.join(out, "proxy_gap.json"), record)
+    if found:
+        summaries = {key: proxy_gap.summarize(by_seed) for key, by_seed in found.items()}
+        print(proxy_gap.markdown(summaries))
+        if orphans:
+            print(f"\n(proxies whose ES run was not given, left out: {', '.join(orphans)})")
+        print("figure: " + ", ".join(plots.proxy_gap(summaries, out)))
+        record = [{"net": k[0], "sigma": k[1], **s} for k, s in summaries.items() if s]
+        _write_json(os.path.join(out, "proxy_gap.json"), record)
+    if first:
+        summaries = {key: proxy_gap.summarize(by_seed, "first_order") for key, by_seed in first.items()}
+        print("\nFirst-order ES beside real ES (same config, seed and population; ours):\n")
+        print(proxy_gap.markdown_first_order(summaries))
+        if lone:
+            print(f"\n(first-order runs whose real ES twin was not given, left out: {', '.join(lone)})")
+        record = [{"net": k[0], "n_offspring": k[1], "sigma": k[2], **s} for k, s in summaries.items() if s]
+        _write_json(os.path.join(out, "first_order_gap.json"), record)
 
 
 def _archive(args):

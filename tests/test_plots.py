@@ -516,3 +516,32 @@ def test_archive_keeps_what_the_analyses_read_without_theta(tmp_path, capsys):
     assert before == after  # the same runs, named alike, with the same numbers
     assert cli.main(["archive", str(runs / "sweep" / "seed0"), "--to", str(runs / "sweep")]) == 2  # onto itself
     assert cli.main(["archive", str(runs / "nothing"), "--to", str(tmp_path / "x")]) == 2
+
+
+def test_first_order_runs_pair_with_the_real_es_run_of_their_config_and_seed(tmp_path, capsys):
+    """First-order ES twins (same config but run.method, same seed) at two sigmas, 3 seeds: 0.1
+    points above ES at 0.002 (within ES's 1-point seed spread), 5 points below at 0.2 (outside);
+    a first-order run that differs in another trajectory key (es.n_offspring) has no twin and
+    is named; the curves' correlation is 1 for a constant shift. Paired by seed: 3 pairs of one
+    sign give the signed-rank test's smallest p, 0.25."""
+    from hpc_es import cli, proxy_gap
+    for sigma, gap in ((0.002, 0.001), (0.2, -0.05)):
+        for seed in range(3):
+            acc = np.linspace(0.3, 0.80 + 0.01 * (seed - 1), 6)
+            _write(tmp_path, f"es{sigma}-{seed}", "corr_small_local", seed, acc, rho=0.09,
+                   overrides=[f"es.sigma={sigma}"])
+            _write(tmp_path, f"fo{sigma}-{seed}", "corr_small_local", seed, acc + gap, rho=0.09,
+                   overrides=[f"es.sigma={sigma}", "run.method=es_first_order", "run.iterations=400"])
+    _write(tmp_path, "lone", "corr_small_local", 0, np.full(6, 0.5),
+           overrides=["run.method=es_first_order", "es.n_offspring=1000"])
+    found, lone = proxy_gap.twins(runs_mod.load_runs([str(tmp_path)]))
+    assert sorted(found) == [("small", 500, 0.002), ("small", 500, 0.2)] and lone == [str(tmp_path / "lone" /
+                                                                                           "results.h5")]
+    s = {k[2]: proxy_gap.summarize(v, "first_order") for k, v in found.items()}
+    assert [s[0.002]["predicts"], s[0.2]["predicts"]] == [True, False]
+    assert np.isclose(s[0.2]["median_final_gap"], -0.05) and np.isclose(s[0.002]["median_curve_r"], 1.0)
+    assert s[0.2]["paired"]["p"] == pytest.approx(0.25) and s[0.2]["paired"]["min_p"] == pytest.approx(0.25)
+    assert cli.main(["gap", "--out", str(tmp_path / "fig"), str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| small | 500 | 0.2 | 3 | 80.00% | 75.00% | -5.00 |" in out and "lone" in out
+    assert (tmp_path / "fig" / "first_order_gap.json").exists()
