@@ -18,6 +18,9 @@ with, per iteration on R ranks (K = N/2 perturbations with antithetic pairs):
               communicate Allgatherv of N rewards (8 bytes) + Allgatherv of P floats (sharded) + the
                           signal allreduce
               aggregate  K x P/R floats (dense) or K x mean bucket / R (sparse; sharded), else x R
+    first-order ES (ours)  evaluate   one backward pass on every rank + ceil(K/R) directional
+              derivatives of P floats (dense) or of a mean bucket (limited);
+              communicate Allgatherv of K derivatives (8 bytes) + ES's; aggregate as ES
     SGD/proxy every rank computes the same gradient (no speed-up), validation split over R
     population blocks of population.step offspring until the theory's N for the target rho;
               aggregation replicated on every rank
@@ -118,7 +121,7 @@ def measure_units(cfgs, dataset, table_floats=None, comm=None):
     With ``comm`` (collective), every rank measures at the same time, as every core of a node
     works during training (they share caches and memory bandwidth), and every rank returns the
     mean over the ranks: run it on as many ranks as the node has cores."""
-    from hpc_es import config as config_mod, es, io, limited, nets, noise, optim
+    from hpc_es import config as config_mod, es, io, kernels, limited, nets, noise, optim
     sync = comm.Barrier if comm is not None else None
     # the configs' own table: windows spread over 1 GiB miss caches and TLB as in training
     table_floats = table_floats or max(c.noise.size for c in cfgs)
@@ -155,10 +158,14 @@ def measure_units(cfgs, dataset, table_floats=None, comm=None):
         u["proxy_float"] = _clock(lambda: rng.standard_normal(P, np.float32)) / P
         u["validate_image"] = _clock(lambda: net.n_correct(theta, dataset.test_images[:1000],
                                                            dataset.test_labels[:1000]), 1) / 1000
-        k = 64
+        # Dense aggregation reuses each table float from cache about K x block / table times, so
+        # its per-float cost falls with K: timed at the largest K of the configs (<= 5,000).
+        k = min(5000, max([_perturbations(c) for c in cfgs if c.net.arch == arch] + [64]))
         w = np.random.default_rng(1).standard_normal(k)
         offsets = noise.sample_offsets(np.random.default_rng(2), k, P, table.size)
         u["aggregate_float"] = _clock(lambda: es.aggregate(table, offsets, w, grad)) / (k * P)
+        d = np.empty(k)
+        u["directional_float"] = _clock(lambda: kernels.directional_dense(table, offsets, grad, d)) / (k * P)
         for size in sorted({c.es.bucket_size for c in cfgs if c.net.arch == arch and c.es.perturbation == "limited"}):
             buckets = limited.partition(net.layout, size)
             delta = limited.DeltaEvaluator(net)
@@ -173,6 +180,9 @@ def measure_units(cfgs, dataset, table_floats=None, comm=None):
             f = np.random.default_rng(3).standard_normal(lim.size)
             floats = float(lim.length.sum())
             u[f"aggregate_sparse_float_{size}"] = _clock(lambda: es.gradient(table, lim, f, 0.002, grad)) / floats
+            d = np.empty(lim.offsets.size)
+            u[f"directional_sparse_float_{size}"] = _clock(
+                lambda: es.directional_derivatives(table, lim, grad, 0, d.size, d)) / floats
     chunk = np.empty(4 * noise.CHUNK, np.float32)
     units["table_fill_float"] = _clock(lambda: noise.fill_chunks(3, 0, 4, chunk, 4 * noise.CHUNK), 1) / chunk.size
     import tempfile
@@ -188,6 +198,14 @@ def measure_units(cfgs, dataset, table_floats=None, comm=None):
     if comm is not None:
         units = _mean_over_ranks(comm, units)
     return units
+
+
+def _perturbations(cfg):
+    """K, the distinct perturbations of one ES iteration of ``cfg`` (0 for SGD and the proxy)."""
+    if cfg.run.method not in ("es", "es_first_order", "population"):
+        return 0
+    n = cfg.population.step if cfg.run.method == "population" else cfg.es.n_offspring
+    return n // 2 if cfg.es.antithetic else n
 
 
 def _mean_over_ranks(comm, units):
@@ -232,7 +250,7 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
     method = run.method
     notes = []
     phases = dict.fromkeys(("evaluate", "communicate", "aggregate", "update", "measure", "validate"), 0.0)
-    uses_table = method in ("es", "population")
+    uses_table = method in ("es", "es_first_order", "population")
     sharded = e.aggregation == "sharded" and R > 1  # g (or a population's S) in slices, one Allgatherv
     n_val = math.ceil(TEST_IMAGES / R)
     validate = n_val * u["validate_image"] + network.time("allreduce", R)
@@ -259,6 +277,25 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         phases["communicate"] = (network.time("allgatherv", R, 8 * N) + network.time("allreduce", R)
                                  + (network.time("allgatherv", R, 4 * P) if sharded else 0.0))
         phases["update"] = P * u["adam_float"]
+    elif method == "es_first_order":
+        K = e.n_offspring // 2 if e.antithetic else e.n_offspring
+        share = math.ceil(K / R)
+        if e.perturbation == "limited":
+            from hpc_es import limited
+            buckets = limited.partition(net.layout, e.bucket_size)
+            mean_len = float((buckets.probabilities(e.bucket_choice) * buckets.size).sum())
+            dir_key, agg_key = f"directional_sparse_float_{e.bucket_size}", f"aggregate_sparse_float_{e.bucket_size}"
+            floats = mean_len
+        else:
+            dir_key, agg_key, floats = "directional_float", "aggregate_float", P
+        if dir_key not in u:  # a units file measured before first-order ES
+            notes.append(f"the units have no {dir_key}: the directional derivatives are priced at the "
+                         f"aggregation's per-float cost ({agg_key}); `hpc-es plan --save-units` measures both")
+        phases["evaluate"] = u["sgd_step"] + share * floats * u.get(dir_key, u[agg_key])
+        phases["aggregate"] = K * floats * u[agg_key] / (R if sharded else 1)
+        phases["communicate"] = (network.time("allgatherv", R, 8 * K) + network.time("allreduce", R)
+                                 + (network.time("allgatherv", R, 4 * P) if sharded else 0.0))
+        phases["update"] = P * u["adam_float"]
     elif method in ("sgd", "proxy"):
         phases["evaluate"] = u["sgd_step"]
         phases["update"] = P * u["adam_float"] + (P * u["proxy_float"] if method == "proxy" else 0.0)
@@ -266,7 +303,7 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         if R > 1 and not rhos:
             notes.append("SGD and the proxy compute the same gradient on every rank: more ranks only split "
                          "validation")
-    if cfg.measure.correlation:
+    if cfg.measure.correlation and method != "es_first_order":  # first-order ES has g_true already
         phases["measure"] += u["sgd_step"]  # g_true on rank 0; everyone waits at the next collective
     if cfg.measure.sgd_self_correlation:
         phases["measure"] += 2 * u["sgd_step"]

@@ -45,6 +45,34 @@ def test_es_iteration_splits_evaluation_and_sharded_aggregation_over_the_ranks()
     assert saved.writes == pytest.approx(2 * 4 * 4 * P * 1e-9)
 
 
+def test_first_order_es_pays_one_backward_pass_and_its_share_of_the_derivatives():
+    """ceil(K/R) directional derivatives of P floats per rank plus one backward pass on every
+    rank; K floats gathered; the aggregation as ES's; g_true costs nothing extra. Limited: the
+    derivatives over the mean drawn bucket. A units file without the derivative's cost prices
+    it as the aggregation's, and says so."""
+    P = 28_938
+    units = _units(sgd_step=0.05, directional_float=2e-9, aggregate_float=1e-9, directional_sparse_float_2000=4e-9,
+                   aggregate_sparse_float_2000=3e-9)
+    net = costs.Network(allgatherv=(0.0, 1e-9), allreduce=(0.0, 0.0))
+    cfg = config.load("corr_small_local", ["run.method=es_first_order", "es.n_offspring=10",
+                                           "measure.sgd_self_correlation=false"])
+    p = costs.predict(cfg, 3, units, net)
+    assert p.phases["evaluate"] == pytest.approx(0.05 + 2 * P * 2e-9)  # ceil(5 / 3) derivatives
+    assert p.phases["aggregate"] == pytest.approx(5 * P / 3 * 1e-9) and p.phases["measure"] == 0
+    assert p.phases["communicate"] == pytest.approx(1e-9 * (8 * 5 + 4 * P) * 2 / 3)
+    from hpc_es import limited, nets
+    b = limited.partition(nets.build("small").layout, 2000)
+    mean = float((b.probabilities("uniform") * b.size).sum())
+    lim = costs.predict(config.load("corr_small_local", ["run.method=es_first_order", "es.n_offspring=10",
+                                                         "es.perturbation=limited", "es.bucket_size=2000"]), 1,
+                        units, net)
+    assert lim.phases["evaluate"] == pytest.approx(0.05 + 5 * mean * 4e-9)
+    assert lim.phases["aggregate"] == pytest.approx(5 * mean * 3e-9)
+    old = costs.predict(cfg, 3, _units(sgd_step=0.05, aggregate_float=1e-9), net)
+    assert old.phases["evaluate"] == pytest.approx(0.05 + 2 * P * 1e-9)
+    assert any("no directional_float" in n for n in old.notes)
+
+
 def test_sgd_does_not_speed_up_and_population_stops_at_the_theorys_n():
     units = _units(sgd_step=0.2, offspring=0.01)
     sgd = config.load("sgd_tf_paper")
