@@ -19,7 +19,7 @@
 #                  (N = 1,000, sigma 0.002, 300 it., seeds 0-2, both methods: ~1.2), the first-order
 #                  twins of section sigma's ES runs (~0.3), Fig. 3 at paper scale (limited,
 #                  uniform and size draw, 5 seeds: ~1.7) and Fig. 1 / Fig. 3's full arm
-#                  (fo_tf_paper, 5 seeds: ~7; seed 0 first)
+#                  (fo_tf_paper, 5 seeds: ~7)
 #          report  the tables and figures of whatever is complete (after the runs of the sections named)
 # Every run is one MPI rank; $HPC_ES_JOBS of them (default: the number of cores) run at a time.
 # Every run resumes if interrupted and is skipped once complete: start the script again.
@@ -170,8 +170,7 @@ layers_run() {  # the sigma = 0.002 seed 0 run of section sigma, continued (its 
 if wants layers; then spawn layers_tf; spawn layers_run; fi
 
 FO_CHECK="--set es.n_offspring=1000 --set run.iterations=300 --set run.eval_every=10 --set measure.sgd_self_correlation=false"
-if wants first_order; then  # the longest first, so that two queues end together
-  spawn run first_order/fig1/seed0 fo_tf_paper --set run.seed=0
+if wants first_order; then  # what licenses the instrument first: the validation against real ES
   for seed in 0 1 2; do for m in es es_first_order; do
     spawn run first_order/check/${m}_seed$seed corr_small_local --set run.method=$m --set run.seed=$seed $FO_CHECK
   done; done
@@ -182,7 +181,7 @@ if wants first_order; then  # the longest first, so that two queues end together
   for seed in $SEEDS5; do for c in uniform size; do
     spawn run first_order/fig3_$c/seed$seed fo_limited_tf_paper --set es.bucket_choice=$c --set run.seed=$seed
   done; done
-  for seed in 1 2 3 4; do spawn run first_order/fig1/seed$seed fo_tf_paper --set run.seed=$seed; done
+  for seed in $SEEDS5; do spawn run first_order/fig1/seed$seed fo_tf_paper --set run.seed=$seed; done
 fi
 
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
