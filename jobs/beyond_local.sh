@@ -18,8 +18,8 @@
 #          first_order  first-order ES (issue 27, ours): validation against real ES on the small net
 #                  (N = 1,000, sigma 0.002, 300 it., seeds 0-2, both methods: ~1.2), the first-order
 #                  twins of section sigma's ES runs (~0.3), Fig. 3 at paper scale (limited,
-#                  uniform and size draw, 5 seeds: ~1.7) and Fig. 1 / Fig. 3's full arm
-#                  (fo_tf_paper, 5 seeds: ~7)
+#                  uniform and size draw, 5 seeds: ~1.7), SGD on tf_tutorial (5 seeds: ~0.8)
+#                  and Fig. 1 / Fig. 3's full arm (fo_tf_paper, 5 seeds: ~7)
 #          report  the tables and figures of whatever is complete (after the runs of the sections named)
 # Every run is one MPI rank; $HPC_ES_JOBS of them (default: the number of cores) run at a time.
 # Every run resumes if interrupted and is skipped once complete: start the script again.
@@ -181,6 +181,9 @@ if wants first_order; then  # what licenses the instrument first: the validation
   for seed in $SEEDS5; do for c in uniform size; do
     spawn run first_order/fig3_$c/seed$seed fo_limited_tf_paper --set es.bucket_choice=$c --set run.seed=$seed
   done; done
+  for seed in $SEEDS5; do  # Fig. 1's SGD on the same seeds (the proxy at 3.9% is section limited's fig2_tf)
+    spawn run first_order/fig1_sgd/seed$seed sgd_tf_paper $TF --set run.seed=$seed
+  done
   for seed in $SEEDS5; do spawn run first_order/fig1/seed$seed fo_tf_paper --set run.seed=$seed; done
 fi
 
