@@ -422,22 +422,22 @@ def _gap(args):
                                  f"ES run given here (same seed), and no first-order ES run beside a real ES run of "
                                  f"the same config and seed" + (f"; unmatched: {', '.join(unmatched)}" if unmatched else ""))
     out = args.out or plots.default_out_dir([r.path for r in runs])
+    summaries = {key: proxy_gap.summarize(by_seed) for key, by_seed in found.items()}
+    twins = {key: proxy_gap.summarize(by_seed, "first_order") for key, by_seed in first.items()}
     if found:
-        summaries = {key: proxy_gap.summarize(by_seed) for key, by_seed in found.items()}
         print(proxy_gap.markdown(summaries))
         if orphans:
             print(f"\n(proxies whose ES run was not given, left out: {', '.join(orphans)})")
-        print("figure: " + ", ".join(plots.proxy_gap(summaries, out)))
         record = [{"net": k[0], "sigma": k[1], **s} for k, s in summaries.items() if s]
         _write_json(os.path.join(out, "proxy_gap.json"), record)
     if first:
-        summaries = {key: proxy_gap.summarize(by_seed, "first_order") for key, by_seed in first.items()}
         print("\nFirst-order ES beside real ES (same config, seed and population; ours):\n")
-        print(proxy_gap.markdown_first_order(summaries))
+        print(proxy_gap.markdown_first_order(twins))
         if lone:
             print(f"\n(first-order runs whose real ES twin was not given, left out: {', '.join(lone)})")
-        record = [{"net": k[0], "n_offspring": k[1], "sigma": k[2], **s} for k, s in summaries.items() if s]
+        record = [{"net": k[0], "n_offspring": k[1], "sigma": k[2], **s} for k, s in twins.items() if s]
         _write_json(os.path.join(out, "first_order_gap.json"), record)
+    print("figure: " + ", ".join(plots.proxy_gap(summaries, out, first_order=twins)))
 
 
 def _archive(args):

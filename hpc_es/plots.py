@@ -276,41 +276,56 @@ def layers(run, out_dir, formats=("png", "pdf"), window=10):
     return _save(fig, out_dir, f"layers_{stem}", formats)
 
 
-def proxy_gap(summaries, out_dir, formats=("png", "pdf")):
+def proxy_gap(summaries, out_dir, formats=("png", "pdf"), first_order=None):
     """Per net, ``out_dir/proxy_gap_<net>.{png,pdf}``: the final accuracy gap (proxy - ES) per
     seed and its median against sigma (log axis), with ES's seed-to-seed standard deviation as
-    a band around zero (:mod:`hpc_es.proxy_gap`). Returns the paths written."""
+    a band around zero (:mod:`hpc_es.proxy_gap`); with ``first_order`` ({(net, N, sigma):
+    summary} of :func:`hpc_es.proxy_gap.twins`), first-order ES's gap to its real ES twins
+    beside it, one line per N. Returns the paths written."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    first_order = {k: s for k, s in (first_order or {}).items() if s}
+    proxies = {k: s for k, s in summaries.items() if s}
     paths = []
-    for net in sorted({k[0] for k, s in summaries.items() if s}):
-        items = sorted((k[1], s) for k, s in summaries.items() if k[0] == net and s)
-        sigma = np.array([x for x, _ in items])
+    for net in sorted({k[0] for k in proxies} | {k[0] for k in first_order}):
+        # one line per instrument (and N): (colour, label, [(sigma, summary)])
+        lines = []
+        items = sorted((k[1], s) for k, s in proxies.items() if k[0] == net)
+        if items:
+            lines.append((COLOURS["proxy"], "proxy - ES", items))
+        for n in sorted({k[1] for k in first_order if k[0] == net}):
+            fo = sorted((k[2], s) for k, s in first_order.items() if k[0] == net and k[1] == n)
+            lines.append((COLOURS["first_order"], f"first-order ES - ES (N = {n:,})", fo))
         fig, ax = plt.subplots(figsize=(7, 4.8))
-        spread = np.array([100 * s["es_spread"] for _, s in items])
-        ax.fill_between(sigma, -spread, spread, color=COLOURS["es"], alpha=0.15, linewidth=0,
-                        label="ES seed-to-seed std (band around 0)")
-        for x, s in items:
-            ax.plot([x] * len(s["seeds"]), [100 * r["final_gap"] for r in s["seeds"]], linestyle="none",
-                    marker=".", color=COLOURS["proxy"], alpha=0.6)
-        ax.plot(sigma, [100 * s["median_final_gap"] for _, s in items], color=COLOURS["proxy"], marker="o",
-                linewidth=1.4, label="proxy - ES, final accuracy (median; dots: seeds)")
+        band = dict(sorted((x, 100 * s["es_spread"]) for _, _, its in lines for x, s in its))
+        sigma = np.array(list(band))
+        ax.fill_between(sigma, -np.array(list(band.values())), list(band.values()), color=COLOURS["es"],
+                        alpha=0.15, linewidth=0, label="ES seed-to-seed std (band around 0)")
+        for k, (colour, label, its) in enumerate(lines):
+            for x, s in its:
+                ax.plot([x] * len(s["seeds"]), [100 * r["final_gap"] for r in s["seeds"]], linestyle="none",
+                        marker=".", color=colour, alpha=0.6)
+            ax.plot([x for x, _ in its], [100 * s["median_final_gap"] for _, s in its], color=colour,
+                    marker="o", linestyle=STYLES[k % len(STYLES)], linewidth=1.4,
+                    label=f"{label}, final accuracy (median; dots: seeds)")
         ax.axhline(0, color="#444444", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_xticks(sigma)
         ax.set_xticklabels([f"{x:g}" for x in sigma])
         ax.set_xlabel("sigma (log scale)")
         ax.set_ylabel("Final Validation Accuracy Gap (points)")
-        ax.set_title("Where the ES Proxy Stops Predicting ES", fontsize=11)
+        ax.set_title("Where an Instrument Stops Predicting ES", fontsize=11)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9)
-        seeds = ", ".join(f"{x:g}: {len(s['seeds'])}" for x, s in items)
-        caption = (f"{net} net. Each proxy follows its ES run's measured rho per iteration (same seed: same "
-                   f"initialisation and mini-batches). Seeds per sigma: {seeds}.")
-        fig.tight_layout(rect=(0, 0.08, 1, 1))
+        seeds = "; ".join(f"{label}: " + ", ".join(f"{x:g}: {len(s['seeds'])}" for x, s in its)
+                          for _, label, its in lines)
+        caption = (f"{net} net. A proxy follows its ES run's measured rho per iteration; first-order ES "
+                   f"runs on its twin's populations (ours). Same seed: same initialisation and mini-batches. "
+                   f"Seeds per sigma: {seeds}.")
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
         fig.text(0.01, 0.01, caption, fontsize=8, ha="left", va="bottom", wrap=True)
         paths += _save(fig, out_dir, f"proxy_gap_{net}", formats)
     return paths

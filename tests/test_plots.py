@@ -544,4 +544,4 @@ def test_first_order_runs_pair_with_the_real_es_run_of_their_config_and_seed(tmp
     assert cli.main(["gap", "--out", str(tmp_path / "fig"), str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| small | 500 | 0.2 | 3 | 80.00% | 75.00% | -5.00 |" in out and "lone" in out
-    assert (tmp_path / "fig" / "first_order_gap.json").exists()
+    assert (tmp_path / "fig" / "first_order_gap.json").exists() and (tmp_path / "fig" / "proxy_gap_small.png").exists()
