@@ -140,7 +140,7 @@ def test_proxy_and_measurement_modes_run_and_log(mnist_dir):
     assert all(abs(r - 0.2) < 5 / np.sqrt(28938) for r in hist["rho"])
     assert set(hist) >= {"rho_conv1", "rho_conv2", "rho_fc1", "rho_sgd_self"}
     assert all(0 < r < 1 for r in hist["rho_sgd_self"])
-    with pytest.raises(config.ConfigError, match=r"measure.correlation = true needs run.method = 'es' or 'proxy'"):
+    with pytest.raises(config.ConfigError, match=r"measure.correlation = true needs run.method = 'es', 'es_first_order' or 'proxy'"):
         config.load("sgd_small_local", ["measure.correlation=true"])
 
 
