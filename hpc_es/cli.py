@@ -21,6 +21,8 @@ class _Parser(argparse.ArgumentParser):
         from hpc_es import comm
         if comm.rank_from_environment() == 0:
             sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        if comm.size_from_environment() > 1:
+            comm.world()  # MPI up, so that leave()'s barrier holds every rank until rank 0 has printed
         sys.exit(comm.leave(2))
 
 

@@ -217,6 +217,26 @@ class RankFailure(RuntimeError):
     rank through an agreement: all raise it alike, so the job ends with one message."""
 
 
+class StateDrift(RankFailure):
+    """The ranks' copies of theta and the optimizer state differ (:mod:`hpc_es.drift`): known to
+    every rank through the same gather, raised on all alike."""
+
+
+def agree(comm, signum, digest):
+    """Collective over ``comm``: one small gather per iteration that gives every rank (the
+    largest preemption signal number any rank received, 0 for none; every rank's ``digest`` in
+    rank order)."""
+    if comm.Get_size() == 1:
+        return int(signum), [digest]
+    pairs = comm.allgather((int(signum), digest))
+    return max(sig for sig, _ in pairs), [d for _, d in pairs]
+
+
+def all_hostnames(comm):
+    """Collective over ``comm``: each rank's host name, in rank order (cleaned where read)."""
+    return comm.allgather(printable(socket.gethostname()))
+
+
 def describe_failure(err):
     """One line for an unexpected exception: its type, message and innermost frame."""
     import traceback as tb

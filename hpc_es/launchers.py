@@ -111,7 +111,8 @@ def run(ranks, argv, mpiexec=None, oversubscribe=False, env=None, **popen):
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
-        return proc.wait()
+        code = proc.wait()
+        return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

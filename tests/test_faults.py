@@ -20,20 +20,15 @@ import numpy as np
 import pytest
 
 from hpc_es import faults, io
-from tests.procs import signal_at
+from tests.procs import mpiexec, signal_at
 
 TINY = ["--set", "es.n_offspring=12", "--set", "noise.size=200000", "--set", "run.eval_every=4",
         "--set", "run.checkpoint_every=2", "--set", "run.log_every=1"]
 ITERATIONS = 12
 
 
-def _mpiexec():
-    from tests.test_comm import _mpiexec
-    return _mpiexec()
-
-
 def _train_cmd(out, *extra, iterations=ITERATIONS):
-    return [_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train", "es_small_local",
+    return [*mpiexec(2), sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train", "es_small_local",
             *TINY, "--set", f"run.iterations={iterations}", "--out", out, *extra]
 
 
@@ -168,6 +163,30 @@ def test_preemption_signal_checkpoints_exits_75_and_resumes_exactly(mnist_dir, t
     assert np.array_equal(_final_theta(out), theta_ref)
 
 
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_a_one_bit_drift_on_one_rank_is_caught_named_and_resumed_exactly(mnist_dir, tmp_path, reference, ranks):
+    """The lowest bit of one element of theta flips on the last rank after the update of
+    iteration 5 (checkpoints every 2): the job stops at that iteration, within one checkpoint
+    interval, exit 1, with one line naming that rank and its host and the checkpoint of
+    iteration 4 as the last on which all agreed; no checkpoint of the drifted state is written,
+    and --resume finishes with the uninterrupted run's theta, bit for bit (a run gives the same
+    theta on any number of ranks)."""
+    theta_ref, _ = reference
+    out = str(tmp_path / "drift")
+    cmd = _train_cmd(out)
+    cmd[cmd.index("-n") + 1] = str(ranks)
+    proc, _ = _run(cmd, mnist_dir, fault=f"theta_update@5:{ranks - 1}:bitflip")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    host = socket.gethostname()
+    assert text.count(f"drifted apart after iteration 5: rank {ranks - 1} on {host} differs from rank") == 1, text
+    assert f"the checkpoint of iteration 4 in {out} is the last on which all ranks agreed" in text, text
+    assert "Traceback" not in text and _checkpoint_iteration(out) == 4
+    proc, _ = _run(cmd + ["--resume"], mnist_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert np.array_equal(_final_theta(out), theta_ref)
+
+
 # One-rank faults (docs/RELIABILITY.md, "A failure on one rank"): (point, rank: "last" or 0,
 # action, --resume, exit code, what the one message says). The rank is the last one, the one
 # that is not rank 0 wherever the step runs on every rank; the steps that rank 0 does for all
@@ -190,7 +209,7 @@ def test_a_failure_on_one_rank_ends_the_job_within_30_s_with_one_message(mnist_d
     fault of iteration 2 leaves the checkpoint of iteration 1, which the checkpoint-read fault
     must leave alone, and the results fault finds the checkpoint of iteration 2 written."""
     out = str(tmp_path / "run")
-    base = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train", "es_small_local",
+    base = [*mpiexec(ranks), sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train", "es_small_local",
             "--set", "es.n_offspring=12", "--set", "noise.size=200000", "--set", "run.eval_every=0",
             "--set", "run.checkpoint_every=1", "--set", "run.iterations=3", "--quiet", "--out", out]
     records = []
@@ -247,7 +266,7 @@ def test_a_real_write_error_from_the_kernel_is_reported_not_hung(mnist_dir, tmp_
         "runpy.run_module('hpc_es', run_name='__main__')\n")
     out = str(tmp_path / "small")
     cmd = _train_cmd(out, "--set", "noise.size=30000")  # its shared window (120 kB) must fit too
-    cmd = cmd[:3] + [sys.executable, str(wrapper)] + cmd[cmd.index("train"):]
+    cmd = mpiexec(2) + [sys.executable, str(wrapper)] + cmd[cmd.index("train"):]
     proc, _ = _run(cmd, mnist_dir)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "writing the checkpoint of iteration 2 failed" in proc.stdout and "no earlier checkpoint" in proc.stdout
