@@ -131,6 +131,8 @@ def _main(argv):
     if args.which:
         print(identify(args.mpiexec), find_mpiexec(args.mpiexec))
         return 0
+    if args.cmd[:1] == ["--"]:
+        args.cmd = args.cmd[1:]
     if not args.n or not args.cmd:
         parser.error("expected -n RANKS CMD...")
     try:
