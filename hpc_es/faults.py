@@ -30,8 +30,6 @@ import errno
 import os
 import signal
 
-import numpy as np
-
 POINTS = ("config_read", "checkpoint_read", "data_load", "table_alloc", "evaluate", "checkpoint_write",
           "checkpoint_rename", "results_write", "theta_update")
 ACTIONS = ("kill", "raise", "enospc", "eio", "nomem", "bitflip")
@@ -79,7 +77,7 @@ def point(name, iteration, rank=0, array=None):
     if action == "bitflip":
         if array is None:
             raise ValueError(f"HPC_ES_FAULT: {name} guards no array to flip a bit of")
-        words = array.reshape(-1).view(np.uint8)
+        words = array.reshape(-1).view("u1")
         words[(array.size // 2) * array.itemsize] ^= 1
         return
     where = f"injected at {name}, iteration {iteration}, rank {rank}"
