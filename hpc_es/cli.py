@@ -21,6 +21,8 @@ class _Parser(argparse.ArgumentParser):
         from hpc_es import comm
         if comm.rank_from_environment() == 0:
             sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        if comm.size_from_environment() > 1:
+            comm.world()  # MPI up, so that leave()'s barrier holds every rank until rank 0 has printed
         sys.exit(comm.leave(2))
 
 
@@ -43,7 +45,7 @@ def main(argv=None):
     from hpc_es.data import DataError
     from hpc_es.io import RunDirError
     from hpc_es.train import Preempted, PREEMPTED_EXIT_CODE
-    from hpc_es.comm import RankFailure
+    from hpc_es.comm import MPIUnavailable, RankFailure
     try:
         return args.func(args) or 0
     except Preempted as err:
@@ -56,6 +58,10 @@ def main(argv=None):
         log = logging.getLogger("hpc_es")
         (log.error if _rank() == 0 else log.debug)("%s", err)
         return comm.leave(2)
+    except MPIUnavailable as err:  # no MPI to agree through: each process decided alike from its environment
+        if comm.rank_from_environment() == 0:
+            logging.getLogger("hpc_es").error("%s", err)
+        return 2
     except RankFailure as err:  # agreed on by every rank (see docs/RELIABILITY.md): not bad input
         log = logging.getLogger("hpc_es")
         (log.error if _rank() == 0 else log.debug)("%s", err)
@@ -235,8 +241,9 @@ def _setup_logging(verbose):
 def _train(args):
     from hpc_es import comm, config, experiments, train
     from hpc_es.text import plural
-    cfg = _load_config(args)
     world = comm.world()
+    comm.check_launch(world)
+    cfg = _load_config(args)
     comm.install_excepthook(world)
     out = args.out
     if out is None:
@@ -264,9 +271,10 @@ def _train(args):
 
 def _table1(args):
     from hpc_es import comm, experiments, report
+    world = comm.world()
+    comm.check_launch(world)
     cfg = _load_config(args)
     rhos = _rhos(args.rhos)
-    world = comm.world()
     comm.install_excepthook(world)
     summary = experiments.table1(world, cfg, rhos, args.runs, args.out)
     if world.Get_rank() == 0:

@@ -3,7 +3,10 @@
 Every collective function takes ``comm`` as a parameter (tests pass ``COMM_SELF`` or the
 serial stand-in); nothing here holds a module-level communicator. When mpi4py is missing,
 :func:`world` returns :class:`SerialComm`, which implements the few methods the package
-calls with single-process semantics.
+calls with single-process semantics; so does it when mpi4py is installed but finds no MPI
+library to load (a cluster install before mpi4py was rebuilt): the commands that need no MPI
+then work as on a laptop, and :func:`check_launch` stops a launch that expects several ranks.
+What differs between MPI implementations and launchers is in :mod:`hpc_es.launchers`.
 """
 import logging
 import os
@@ -13,18 +16,63 @@ import traceback
 
 import numpy as np
 
+from hpc_es import launchers
 from hpc_es.text import printable
 
 log = logging.getLogger(__name__)
 
+SITE_MPI_SECTION = "README, 'Building mpi4py against a cluster's MPI'"
+_no_mpi = []  # why MPI could not be loaded, once known (importing mpi4py.MPI is tried once)
+
+
+class MPIUnavailable(RuntimeError):
+    """A launch of several ranks, or a command that needs MPI, without an MPI library to load."""
+
 
 def world():
-    """``MPI.COMM_WORLD``, or a :class:`SerialComm` when mpi4py cannot be imported."""
+    """``MPI.COMM_WORLD``, or a :class:`SerialComm` when mpi4py cannot be imported or cannot
+    load an MPI library (see :func:`mpi_missing`)."""
+    if _no_mpi:
+        return SerialComm()
     try:
         from mpi4py import MPI
-    except ImportError:
+    except (ImportError, RuntimeError) as err:  # RuntimeError: "cannot load MPI library"
+        _no_mpi.append(printable(str(err)).splitlines()[0] if str(err) else type(err).__name__)
         return SerialComm()
     return MPI.COMM_WORLD
+
+
+def _mpi():
+    """The ``mpi4py.MPI`` module, or None when :func:`world` found none to load."""
+    world()  # tries the import once, recording why it failed
+    if _no_mpi:
+        return None
+    from mpi4py import MPI
+    return MPI
+
+
+def mpi_missing():
+    """Why MPI is unavailable ("No module named 'mpi4py'", "cannot load MPI library"), or None
+    when it loaded (or has not been asked for yet: call after :func:`world`)."""
+    return _no_mpi[0] if _no_mpi else None
+
+
+def check_launch(comm):
+    """For commands that use MPI: if ``comm`` is the serial stand-in because MPI could not be
+    loaded, raise :class:`MPIUnavailable` (one line) when the launcher started several ranks (each
+    would run alone, as rank 0 of 1, into the same files), else log that this one process runs
+    on the serial stand-in."""
+    reason = mpi_missing()
+    if reason is None or not isinstance(comm, SerialComm):
+        return
+    extras = ", ".join(f'".[{e}]"' for e in launchers.EXTRAS.values())
+    size = size_from_environment()
+    if size > 1:
+        raise MPIUnavailable(f"the launcher started {size} ranks but this Python has no MPI ({reason}): install "
+                             f"an MPI wheel with an extra (pip install -e {extras}) or build mpi4py against "
+                             f"the site's MPI ({SITE_MPI_SECTION})")
+    log.warning("no MPI (%s): running on one process with the serial stand-in (for MPI: pip install -e %s, or "
+                "%s)", reason, extras, SITE_MPI_SECTION)
 
 
 class SerialComm:
@@ -71,11 +119,21 @@ def rank_from_environment():
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
         return mpi.COMM_WORLD.Get_rank()
-    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+    for var in launchers.RANK_VARIABLES:
         value = os.environ.get(var, "")
         if value.isdigit():
             return int(value)
     return 0
+
+
+def size_from_environment():
+    """The world size the launcher announced to this process, without initialising MPI; 1 if
+    none did."""
+    for var in launchers.SIZE_VARIABLES:
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 1
 
 
 def leave(code):
@@ -86,7 +144,10 @@ def leave(code):
     reports as a cancelled step with killed tasks instead of the code; after ``Finalize`` it lets
     the code through. The process must then leave through a normal interpreter exit: with
     ``os._exit`` MPICH's launcher saw a process vanish and killed the ranks still finishing
-    (exit 9 instead of the code, about one job in ten with 3 ranks on 2 cores).
+    (exit 9 instead of the code, about one job in ten with 3 ranks on 2 cores). The barrier after
+    flushing keeps any rank from exiting before rank 0 has printed the outcome: Open MPI's
+    launcher kills the whole job as soon as one rank exits non-zero, and without it the user
+    saw Open MPI's banner and no message (1 run in 8 of test_train_cli's "printed once" here).
     """
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is None or not mpi.Is_initialized() or mpi.Is_finalized() or mpi.COMM_WORLD.Get_size() == 1:
@@ -94,18 +155,22 @@ def leave(code):
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
+    mpi.COMM_WORLD.Barrier()
     mpi.Finalize()
     return code
 
 
 def library_versions():
-    """{"mpi4py": version, "mpi": the MPI library's first version line}, None where absent;
-    cleaned where read (:func:`hpc_es.text.printable`), as they go into the run's files."""
-    try:
-        import mpi4py
-        from mpi4py import MPI
-    except ImportError:
-        return {"mpi4py": None, "mpi": None}
+    """{"mpi4py": version, "mpi": the MPI library's first version line}; without MPI, "none"
+    and why (the serial stand-in ran); cleaned where read (:func:`hpc_es.text.printable`), as
+    they go into the run's files."""
+    MPI = _mpi()
+    if MPI is None:
+        import importlib.util
+        found = importlib.util.find_spec("mpi4py") is not None
+        return {"mpi4py": __import__("mpi4py").__version__ if found else "none",
+                "mpi": f"none ({mpi_missing()}): the serial stand-in"}
+    import mpi4py
     lines = printable(MPI.Get_library_version()).splitlines() or [""]
     return {"mpi4py": mpi4py.__version__, "mpi": lines[0]}
 
@@ -151,6 +216,26 @@ def every_rank(comm, attempt, errors, hint=""):
 class RankFailure(RuntimeError):
     """A failure that some ranks saw (a bug, memory, a node's file system), now known to every
     rank through an agreement: all raise it alike, so the job ends with one message."""
+
+
+class StateDrift(RankFailure):
+    """The ranks' copies of theta and the optimizer state differ (:mod:`hpc_es.drift`): known to
+    every rank through the same gather, raised on all alike."""
+
+
+def agree(comm, signum, digest):
+    """Collective over ``comm``: one small gather per iteration that gives every rank (the
+    largest preemption signal number any rank received, 0 for none; every rank's ``digest`` in
+    rank order)."""
+    if comm.Get_size() == 1:
+        return int(signum), [digest]
+    pairs = comm.allgather((int(signum), digest))
+    return max(sig for sig, _ in pairs), [d for _, d in pairs]
+
+
+def all_hostnames(comm):
+    """Collective over ``comm``: each rank's host name, in rank order (cleaned where read)."""
+    return comm.allgather(printable(socket.gethostname()))
 
 
 def describe_failure(err):
@@ -305,11 +390,8 @@ def shared_noise_table(comm, seed, size):
 
 
 def _mpi_exception():
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        return ()
-    return (MPI.Exception,)
+    MPI = _mpi()
+    return () if MPI is None else (MPI.Exception,)
 
 
 def _as_failure(action, errors):

@@ -11,7 +11,8 @@ node's noise table). Nothing happens unless ``HPC_ES_FAULT`` is set, as
 NAME is a point below, ITERATION the 1-based iteration under way (evaluate) or being saved
 (the writes), 0 for the start-up points; RANK the world rank it fires on (default 0) and ACTION
 one of ``kill`` (SIGKILL to this process: a node failure or ``kill -9``; the default),
-``raise`` (a RuntimeError: a bug on one rank), ``enospc`` (OSError "No space left on
+``raise`` (a RuntimeError: a bug on one rank), ``bitflip`` (one bit of the array the point
+guards flipped, here theta: a memory error on one node that raises nothing), ``enospc`` (OSError "No space left on
 device", as a full disk raises it), ``eio`` (OSError "Input/output error": a file system
 failing on one node) or ``nomem`` (MemoryError: a node out of memory). Points:
 
@@ -23,14 +24,15 @@ failing on one node) or ``nomem`` (MemoryError: a node out of memory). Points:
   checkpoint_write   checkpoint data written to its temporary file, not yet renamed
   checkpoint_rename  between the two renames of a checkpoint save
   results_write      results data written to its temporary file, not yet renamed
+  theta_update       after this rank's optimizer step (``bitflip``: theta's copy on this rank drifts)
 """
 import errno
 import os
 import signal
 
 POINTS = ("config_read", "checkpoint_read", "data_load", "table_alloc", "evaluate", "checkpoint_write",
-          "checkpoint_rename", "results_write")
-ACTIONS = ("kill", "raise", "enospc", "eio", "nomem")
+          "checkpoint_rename", "results_write", "theta_update")
+ACTIONS = ("kill", "raise", "enospc", "eio", "nomem", "bitflip")
 _spec = None
 
 
@@ -60,8 +62,10 @@ def armed():
     return bool(_spec)
 
 
-def point(name, iteration, rank=0):
-    """Fire the configured fault if it names this point, iteration and rank; else do nothing."""
+def point(name, iteration, rank=0, array=None):
+    """Fire the configured fault if it names this point, iteration and rank; else do nothing.
+    ``bitflip`` flips the lowest bit of ``array``'s middle element (the smallest change a float
+    can take: nothing but a digest would notice it)."""
     global _spec
     if _spec is None:
         _spec = _parse()
@@ -70,6 +74,12 @@ def point(name, iteration, rank=0):
     action = _spec[3]
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "bitflip":
+        if array is None:
+            raise ValueError(f"HPC_ES_FAULT: {name} guards no array to flip a bit of")
+        words = array.reshape(-1).view("u1")
+        words[(array.size // 2) * array.itemsize] ^= 1
+        return
     where = f"injected at {name}, iteration {iteration}, rank {rank}"
     if action == "raise":
         raise RuntimeError(f"injected fault at {name}, iteration {iteration}, rank {rank}")

@@ -22,13 +22,14 @@ _BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 def auto_threads():
     """What ``0`` threads means: the CPUs this process may run on (its affinity mask, which srun
     and most launchers set per rank when they bind), shared among the ranks of this node when
-    the launcher announces their number (``$MPI_LOCALNRANKS``: MPICH's Hydra;
-    ``$OMPI_COMM_WORLD_LOCAL_SIZE``: Open MPI); at least 1."""
+    the launcher announces their number (:data:`hpc_es.launchers.LOCAL_SIZE_VARIABLES`:
+    ``$MPI_LOCALNRANKS`` from Hydra, ``$OMPI_COMM_WORLD_LOCAL_SIZE`` from Open MPI); at least 1."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    for var in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+    from hpc_es.launchers import LOCAL_SIZE_VARIABLES
+    for var in LOCAL_SIZE_VARIABLES:
         value = os.environ.get(var, "")
         if value.isdigit() and int(value) > 0:
             return max(1, cpus // int(value))

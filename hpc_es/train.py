@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc_es import __version__, comm as comm_mod, config, faults, io, nets, optim, runs, steps
+from hpc_es import __version__, comm as comm_mod, config, drift, faults, io, nets, optim, runs, steps
 from hpc_es import data as data_mod
 from hpc_es.steps import PHASES
 from hpc_es.text import plural
@@ -170,6 +170,7 @@ def _loop(s, step, flag):
         with timer("update"):
             s.opt.step(theta, grad)
         done = t + 1
+        faults.point("theta_update", done, rank, theta)
         if (cfg.run.eval_every and done % cfg.run.eval_every == 0) or done == n_iter:
             with timer("validate"):
                 _record_validation(s, done)
@@ -181,13 +182,33 @@ def _loop(s, step, flag):
             _progress(cfg, history, done, n_iter, time.perf_counter() - window_start, window_iters,
                       time.perf_counter() - wall_start, done - s.start)
             window_start, window_iters = time.perf_counter(), 0
-        # A signal may reach the ranks at different iterations; they agree on it here, together.
-        stop = comm_mod.max_int(comm, flag["signum"]) if out else 0
+        # A signal may reach the ranks at different iterations; they agree on it here, together,
+        # and compare their copies of theta and the optimizer state (hpc_es.drift), before any
+        # checkpoint: every checkpoint written is one on which all ranks agreed.
+        stop, digests = comm_mod.agree(comm, flag["signum"] if out else 0, drift.state_digest(theta, s.opt.state()))
+        _check_drift(s, done, digests)
         due = (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == n_iter
         if out and (due or stop):
             save(s, done)
         if stop:
             raise Preempted.after(stop, done, out)
+
+
+def _check_drift(s, done, digests):
+    """Collective (on the digests every rank gathered alike): raise :class:`comm.StateDrift` on
+    every rank if the ranks' states differ, naming the odd ranks, their hosts, and the last
+    checkpoint on which all agreed (the newest on disk: ``--resume`` takes it)."""
+    if len(set(digests)) == 1:
+        return
+    line = drift.describe(done, digests, comm_mod.all_hostnames(s.comm))
+    if not s.out:
+        where = "nothing was written (no --out)"
+    elif not s.saved:
+        where = f"no checkpoint was written yet in {s.out}: start again with --force"
+    else:
+        where = (f"the checkpoint of iteration {s.saved} in {s.out} is the last on which all ranks agreed: continue "
+                 f"with --resume")
+    raise comm_mod.StateDrift(f"{line}; {where}")
 
 
 def _record_validation(s, done):

@@ -32,7 +32,7 @@ run() {
   echo "== $name: $preset $*"
   local start=$SECONDS
   local rc=0
-  "${MPIEXEC:-mpiexec}" -n "$ranks" python -m mpi4py -m hpc_es train "$preset" --out "$out" --quiet --resume auto \
+  python -m hpc_es.launchers --mpiexec "${MPIEXEC:-mpiexec}" -n "$ranks" python -m mpi4py -m hpc_es train "$preset" --out "$out" --quiet --resume auto \
     "$@" || rc=$?
   if [ "$rc" != 0 ]; then echo "== $name: failed (exit $rc) after $((SECONDS - start)) s" >&2; return "$rc"; fi
   echo "== $name: $((SECONDS - start)) s"

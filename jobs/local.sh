@@ -42,7 +42,9 @@ case "$name" in table1_*) command=table1 ;; esac
 args=("$command" "$preset" --out "$out")
 if [ "$command" = train ]; then args+=(--resume auto); fi
 mpiexec=${MPIEXEC:-mpiexec}
-cmd=("$mpiexec" -n "$ranks" python -m mpi4py -m hpc_es "${args[@]}" "$@")
+# Through hpc_es.launchers: the launcher's environment for its MPI implementation, and a SIGTERM
+# passed on as that launcher needs it (Open MPI's gets SIGUSR1), so preemption still checkpoints.
+cmd=(python -m hpc_es.launchers --mpiexec "$mpiexec" -n "$ranks" python -m mpi4py -m hpc_es "${args[@]}" "$@")
 if [ "$dry_run" = 1 ]; then printf '%q ' "${cmd[@]}"; echo; exit 0; fi
 if ! command -v "$mpiexec" > /dev/null; then
   echo "jobs/local.sh: $mpiexec not found: install hpc_es into $venv (pip install -e \".[mpich]\"), activate" \

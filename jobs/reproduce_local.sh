@@ -33,6 +33,6 @@ run fig5_n2000 es_small99_local --set run.eval_every=5 --set es.n_offspring=2000
 # Sec. 4: the population for 20% correlation; Table 1
 run population population_small_local
 if [ ! -f "$root/table1/table1.h5" ]; then
-  "${MPIEXEC:-mpiexec}" -n "$ranks" python -m mpi4py -m hpc_es table1 table1_small_local --runs 6 --out "$root/table1"
+  python -m hpc_es.launchers --mpiexec "${MPIEXEC:-mpiexec}" -n "$ranks" python -m mpi4py -m hpc_es table1 table1_small_local --runs 6 --out "$root/table1"
 fi
 write_reproduction  # with the paper-scale runs of jobs/beyond_local.sh where they are present

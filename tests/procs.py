@@ -1,10 +1,19 @@
-"""Driving a job as a separate process: start it, wait for a line of its output, signal it."""
+"""Driving a job as a separate process: launch it on K ranks, wait for a line of its output,
+signal it."""
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
+
+
+def mpiexec(ranks):
+    """argv prefix that starts a command on ``ranks`` ranks under this environment's MPI, whichever
+    it is, through :mod:`hpc_es.launchers` (its environment for the implementation; more ranks
+    than cores allowed; SIGTERM passed on as that launcher needs)."""
+    return [sys.executable, "-m", "hpc_es.launchers", "--oversubscribe", "-n", str(ranks)]
 
 
 def signal_at(cmd, env, marker, sig, timeout=120):

@@ -1,7 +1,5 @@
 """The MPI layer. Tests marked ``mpi`` also run under ``mpiexec -n 2`` (see README)."""
-import os
 import signal
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,6 +8,7 @@ import numpy as np
 import pytest
 
 from hpc_es import comm, data, nets, train
+from tests.procs import mpiexec
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +130,6 @@ def test_allgatherv_in_place_and_from_a_separate_buffer():
                          "allgatherv assembled the wrong array")
 
 
-def _mpiexec():
-    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    assert exe, "mpiexec not found: install the `mpich` extra or load your MPI module"
-    return exe
-
-
 @pytest.mark.parametrize("launch", [["-m", "mpi4py"], []], ids=["python-m-mpi4py", "hpc_es-excepthook"])
 def test_one_failing_rank_ends_the_job_instead_of_hanging(launch, tmp_path):
     """Rank 1 raises while rank 0 waits in a Barrier: the job must end non-zero, fast."""
@@ -149,7 +142,7 @@ def test_one_failing_rank_ends_the_job_instead_of_hanging(launch, tmp_path):
             raise RuntimeError("rank 1 fails on purpose")
         w.Barrier()
     """))
-    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, *launch, str(script)],
+    proc = subprocess.run([*mpiexec(2), sys.executable, *launch, str(script)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "rank 1 fails on purpose" in proc.stdout + proc.stderr

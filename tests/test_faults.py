@@ -19,21 +19,16 @@ import time
 import numpy as np
 import pytest
 
-from hpc_es import faults, io
-from tests.procs import signal_at
+from hpc_es import faults, io, launchers
+from tests.procs import mpiexec, signal_at
 
 TINY = ["--set", "es.n_offspring=12", "--set", "noise.size=200000", "--set", "run.eval_every=4",
         "--set", "run.checkpoint_every=2", "--set", "run.log_every=1"]
 ITERATIONS = 12
 
 
-def _mpiexec():
-    from tests.test_comm import _mpiexec
-    return _mpiexec()
-
-
 def _train_cmd(out, *extra, iterations=ITERATIONS):
-    return [_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train", "es_small_local",
+    return [*mpiexec(2), sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train", "es_small_local",
             *TINY, "--set", f"run.iterations={iterations}", "--out", out, *extra]
 
 
@@ -67,7 +62,30 @@ def _kill_after(cmd, mnist_dir, seconds):
         except ProcessLookupError:
             pass
         proc.wait(timeout=30)
+    _wait_for_the_lock_owner(out_of(cmd))
     return proc.returncode
+
+
+def out_of(cmd):
+    return cmd[cmd.index("--out") + 1]
+
+
+def _wait_for_the_lock_owner(out, seconds=60):
+    """Open MPI starts its ranks in process groups of their own: a SIGKILL to the launcher's
+    session leaves them running until they notice the launcher is gone (a few seconds), holding
+    the run directory's lock meanwhile. Wait for the lock's owner to die, as a user would."""
+    path = os.path.join(out, io.LOCK)
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            with open(path) as f:
+                owner = json.load(f)
+        except (OSError, ValueError):
+            return
+        if io._lock_is_stale(owner):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"{path}: its owner {owner} still runs {seconds} s after SIGKILL to the launcher's session")
 
 
 def _final_theta(out):
@@ -153,18 +171,52 @@ def test_kill_minus_9_anywhere_then_resume_is_bit_exact(mnist_dir, tmp_path, ref
     assert len(records) == len(kills)
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR1"])
-def test_preemption_signal_checkpoints_exits_75_and_resumes_exactly(mnist_dir, tmp_path, reference, sig):
+@pytest.mark.parametrize("sig, launch", [("SIGTERM", "launchers"), ("SIGUSR1", "bare")])
+def test_preemption_signal_checkpoints_exits_75_and_resumes_exactly(mnist_dir, tmp_path, reference, sig, launch):
+    """SIGTERM to `python -m hpc_es.launchers` (which passes it on as each launcher needs: as
+    SIGUSR1 to Open MPI's, which would kill the ranks on SIGTERM) and SIGUSR1 to the bare
+    mpiexec of this environment's MPI: a checkpoint, exit 75, and --resume ends bit for bit."""
     theta_ref, _ = reference
     out = str(tmp_path / "pre")
     env = dict(os.environ, HPC_ES_DATA=mnist_dir, HPC_ES_FAULT="")
     cmd = _train_cmd(out, iterations=ITERATIONS) + ["--set", "run.checkpoint_every=1000"]
+    received = getattr(signal, sig)
+    if launch == "bare":
+        impl = launchers.identify()
+        env = launchers.environment(impl, oversubscribe=True, base=env)
+        cmd = launchers.command(2, cmd[cmd.index("-n") + 2:])
+    else:
+        received = launchers.SIGNAL_FOR_LAUNCHER.get(launchers.identify(), {}).get(received, received)
     returncode, rest = signal_at(cmd, env, "iter 3/", getattr(signal, sig))
     assert returncode == 75, rest
-    assert f"received {sig}: checkpoint written after iteration" in rest
+    assert f"received {received.name}: checkpoint written after iteration" in rest
     assert 3 <= _checkpoint_iteration(out) < ITERATIONS
     resumed, _ = _run(_train_cmd(out, "--resume", "--set", "run.checkpoint_every=1000"), mnist_dir)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert np.array_equal(_final_theta(out), theta_ref)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_a_one_bit_drift_on_one_rank_is_caught_named_and_resumed_exactly(mnist_dir, tmp_path, reference, ranks):
+    """The lowest bit of one element of theta flips on the last rank after the update of
+    iteration 5 (checkpoints every 2): the job stops at that iteration, within one checkpoint
+    interval, exit 1, with one line naming that rank and its host and the checkpoint of
+    iteration 4 as the last on which all agreed; no checkpoint of the drifted state is written,
+    and --resume finishes with the uninterrupted run's theta, bit for bit (a run gives the same
+    theta on any number of ranks)."""
+    theta_ref, _ = reference
+    out = str(tmp_path / "drift")
+    cmd = _train_cmd(out)
+    cmd[cmd.index("-n") + 1] = str(ranks)
+    proc, _ = _run(cmd, mnist_dir, fault=f"theta_update@5:{ranks - 1}:bitflip")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text
+    host = socket.gethostname()
+    assert text.count(f"drifted apart after iteration 5: rank {ranks - 1} on {host} differs from rank") == 1, text
+    assert f"the checkpoint of iteration 4 in {out} is the last on which all ranks agreed" in text, text
+    assert "Traceback" not in text and _checkpoint_iteration(out) == 4
+    proc, _ = _run(cmd + ["--resume"], mnist_dir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     assert np.array_equal(_final_theta(out), theta_ref)
 
 
@@ -190,7 +242,7 @@ def test_a_failure_on_one_rank_ends_the_job_within_30_s_with_one_message(mnist_d
     fault of iteration 2 leaves the checkpoint of iteration 1, which the checkpoint-read fault
     must leave alone, and the results fault finds the checkpoint of iteration 2 written."""
     out = str(tmp_path / "run")
-    base = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train", "es_small_local",
+    base = [*mpiexec(ranks), sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train", "es_small_local",
             "--set", "es.n_offspring=12", "--set", "noise.size=200000", "--set", "run.eval_every=0",
             "--set", "run.checkpoint_every=1", "--set", "run.iterations=3", "--quiet", "--out", out]
     records = []
@@ -247,7 +299,7 @@ def test_a_real_write_error_from_the_kernel_is_reported_not_hung(mnist_dir, tmp_
         "runpy.run_module('hpc_es', run_name='__main__')\n")
     out = str(tmp_path / "small")
     cmd = _train_cmd(out, "--set", "noise.size=30000")  # its shared window (120 kB) must fit too
-    cmd = cmd[:3] + [sys.executable, str(wrapper)] + cmd[cmd.index("train"):]
+    cmd = mpiexec(2) + [sys.executable, str(wrapper)] + cmd[cmd.index("train"):]
     proc, _ = _run(cmd, mnist_dir)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "writing the checkpoint of iteration 2 failed" in proc.stdout and "no earlier checkpoint" in proc.stdout

@@ -276,9 +276,9 @@ def test_usr1_then_requeue_checkpoints_and_resumes_to_the_uninterrupted_theta(sl
     assert resumed["completed_iterations"] == iterations
     assert [r["iteration"] for r in resumed["resumes"]] == [stopped], resumed["resumes"]
 
-    from tests.test_comm import _mpiexec
+    from tests.procs import mpiexec
     straight = str(tmp_path / "straight")
-    proc = subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train",
+    proc = subprocess.run([*mpiexec(2), sys.executable, "-m", "mpi4py", "-m", "hpc_es", "train",
                            "es_small_local", *args.split(), "--set", "run.seed=0", "--out", straight],
                           capture_output=True, text=True, timeout=300, env=_env(HPC_ES_DATA=mnist_dir))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -61,8 +61,8 @@ def test_cli_errors_are_one_clear_line(tmp_path):
 
 
 def _mpiexec_cli(*args):
-    from tests.test_comm import _mpiexec
-    return subprocess.run([_mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "hpc_es", *args],
+    from tests.procs import mpiexec
+    return subprocess.run([*mpiexec(2), sys.executable, "-m", "mpi4py", "-m", "hpc_es", *args],
                           capture_output=True, text=True, timeout=300)
 
 
