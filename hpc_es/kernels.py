@@ -501,11 +501,7 @@ def aggregate_sparse(table, offsets, weights, starts, sizes, lo, out):
     inside the table. A ValueError names the first offending perturbation.
     """
     offsets, weights = _check_perturbations(offsets, weights)
-    starts = np.ascontiguousarray(starts, np.int64)
-    sizes = np.ascontiguousarray(sizes, np.int64)
-    if starts.shape != offsets.shape or sizes.shape != offsets.shape:
-        raise ValueError(f"starts {starts.shape} and sizes {sizes.shape}: expected one per perturbation "
-                         f"{offsets.shape}")
+    starts, sizes = _check_buckets(offsets, starts, sizes)
     _check_vector("table", table, np.float32)
     _check_vector("out", out, np.float32)
     if offsets.size:
@@ -532,7 +528,7 @@ def directional_dense(table, offsets, g, out, block=DIR_BLOCK):
     order may be passed; each derivative is the same sum in the same order whatever the other
     offsets of the call. A ValueError names what is wrong.
     """
-    offsets, _ = _check_perturbations(offsets, np.zeros(np.size(offsets)))
+    offsets = _check_offsets(offsets)
     _check_vector("table", table, np.float32)
     _check_vector("g", g, np.float32)
     _check_vector("out", out, np.float64, offsets.size)
@@ -553,12 +549,8 @@ def directional_sparse(table, offsets, starts, sizes, g, out):
     table[offsets[k] + j] * g[starts[k] + j]`` (eps_k . g restricted to perturbation k's bucket,
     the transpose of :func:`aggregate_sparse`). Any order may be passed (grouped by bucket here);
     out (K,) float64. A ValueError names the first offending perturbation."""
-    offsets, _ = _check_perturbations(offsets, np.zeros(np.size(offsets)))
-    starts = np.ascontiguousarray(starts, np.int64)
-    sizes = np.ascontiguousarray(sizes, np.int64)
-    if starts.shape != offsets.shape or sizes.shape != offsets.shape:
-        raise ValueError(f"starts {starts.shape} and sizes {sizes.shape}: expected one per perturbation "
-                         f"{offsets.shape}")
+    offsets = _check_offsets(offsets)
+    starts, sizes = _check_buckets(offsets, starts, sizes)
     _check_vector("table", table, np.float32)
     _check_vector("g", g, np.float32)
     _check_vector("out", out, np.float64, offsets.size)
@@ -592,10 +584,25 @@ def check_windows(offsets, lengths, table_size):
                      f"table of {table_size} floats (is noise.size the size of the table in use?)")
 
 
-def _check_perturbations(offsets, weights):
-    offsets, weights = np.asarray(offsets), np.asarray(weights)
+def _check_offsets(offsets):
+    offsets = np.asarray(offsets)
     if offsets.ndim != 1 or offsets.dtype.kind not in "iu":
         raise ValueError(f"offsets: expected a 1-D integer array, got {offsets.dtype} {offsets.shape}")
+    return np.ascontiguousarray(offsets, np.int64)
+
+
+def _check_buckets(offsets, starts, sizes):
+    """(starts, sizes) as int64, one per perturbation of ``offsets``, or a ValueError."""
+    starts = np.ascontiguousarray(starts, np.int64)
+    sizes = np.ascontiguousarray(sizes, np.int64)
+    if starts.shape != offsets.shape or sizes.shape != offsets.shape:
+        raise ValueError(f"starts {starts.shape} and sizes {sizes.shape}: expected one per perturbation "
+                         f"{offsets.shape}")
+    return starts, sizes
+
+
+def _check_perturbations(offsets, weights):
+    offsets, weights = _check_offsets(offsets), np.asarray(weights)
     if weights.shape != offsets.shape or weights.dtype.kind != "f":
         raise ValueError(f"weights: expected floats of shape {offsets.shape} (one per offset), got "
                          f"{weights.dtype} {weights.shape}")
