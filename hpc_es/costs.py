@@ -202,7 +202,8 @@ def measure_units(cfgs, dataset, table_floats=None, comm=None):
 
 def _perturbations(cfg):
     """K, the distinct perturbations of one ES iteration of ``cfg`` (0 for SGD and the proxy)."""
-    if cfg.run.method not in ("es", "es_first_order", "population"):
+    from hpc_es.config import ES_METHODS
+    if cfg.run.method not in ES_METHODS + ("population",):
         return 0
     n = cfg.population.step if cfg.run.method == "population" else cfg.es.n_offspring
     return n // 2 if cfg.es.antithetic else n
@@ -241,6 +242,7 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
     default all on one node up to 128), ``iterations`` (default the config's). ``runs`` and
     ``rhos``: a Table 1 run (``runs`` seeds of SGD and a proxy per rho, spread over the ranks)."""
     from hpc_es import analysis, nets
+    from hpc_es.config import ES_METHODS
     network = network or Network()
     rpn = min(ranks, ranks_per_node or 128)
     net = nets.build(cfg.net.arch)
@@ -250,7 +252,7 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
     method = run.method
     notes = []
     phases = dict.fromkeys(("evaluate", "communicate", "aggregate", "update", "measure", "validate"), 0.0)
-    uses_table = method in ("es", "es_first_order", "population")
+    uses_table = method in ES_METHODS + ("population",)
     sharded = e.aggregation == "sharded" and R > 1  # g (or a population's S) in slices, one Allgatherv
     n_val = math.ceil(TEST_IMAGES / R)
     validate = n_val * u["validate_image"] + network.time("allreduce", R)
