@@ -7,9 +7,9 @@ seed share initialisation and mini-batches), each group (below) at one validatio
 
 * per rho: the runs' accuracies at T (median, quartiles), and the unpaired two-sided rank-sum
   test against SGD's runs with its effect size and the smallest p the run counts allow
-  (:func:`hpc_es.analysis.rank_sum`);
+  (:func:`hpc_es.stats.rank_sum`);
 * the runs per method a rank-sum test would need for 80% power against SGD
-  (:func:`hpc_es.analysis.runs_for_power`, a normal model of each arm's runs);
+  (:func:`hpc_es.stats.runs_for_power`, a normal model of each arm's runs);
 * between rho arms (by default each against the next smaller one; ``pairs`` names others, e.g.
   limited ES's rho against full ES's): the same test, effect size and runs for 80% power, so
   "does more correlation buy accuracy here" has its own answer, with or without SGD beside it;
@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from hpc_es import analysis, runs as runs_mod
+from hpc_es import analysis, runs as runs_mod, stats
 
 ALPHA = 0.05
 COST_NETS = ("tf_tutorial", "small")  # the nets each rho is priced on as real ES
@@ -102,7 +102,7 @@ def summarize(arms, alpha=ALPHA, pairs=None, paper_p=None):
     None) the arms are compared with each other only: no test against SGD, no smallest rho, and
     ``could_reach`` says whether any comparison between arms can reach p < alpha. ``paper_p``: each
     comparison between arms also says how often its run counts would give p >= ``paper_p``
-    (:func:`hpc_es.analysis.chance_of_p_at_least`), e.g. how likely a published p is."""
+    (:func:`hpc_es.stats.chance_of_p_at_least`), e.g. how likely a published p is."""
     rhos = sorted(k for k in arms if k != "sgd")
     if "sgd" not in arms and len(rhos) < 2:
         raise ValueError("one proxy arm and no SGD runs: nothing to compare it with")
@@ -110,10 +110,10 @@ def summarize(arms, alpha=ALPHA, pairs=None, paper_p=None):
     rows = []
     for rho in rhos:
         row = {"rho": rho, **_stats(arms[rho])}
-        test = analysis.rank_sum(row["runs"], sgd["runs"]) if sgd else None
+        test = stats.rank_sum(row["runs"], sgd["runs"]) if sgd else None
         row["test"] = test and test.to_dict()
         row["below_sgd"] = bool(test is not None and test.p < alpha and row["median"] < sgd["median"])
-        row["runs_for_power"] = analysis.runs_for_power(row["runs"], sgd["runs"], alpha=alpha)[0] if sgd else None
+        row["runs_for_power"] = stats.runs_for_power(row["runs"], sgd["runs"], alpha=alpha)[0] if sgd else None
         rows.append(row)
     smallest = None
     for row in reversed(rows if sgd else []):  # the smallest rho from which on no arm is significantly below SGD
@@ -140,13 +140,13 @@ def between(rows, pairs=None, alpha=ALPHA, paper_p=None):
     out = []
     for lo, hi in chosen:
         a, b = by_rho[hi]["runs"], by_rho[lo]["runs"]
-        test = analysis.rank_sum(a, b)
+        test = stats.rank_sum(a, b)
         out.append({"low": lo, "high": hi, "test": test and test.to_dict(),
-                    "runs_for_power": analysis.runs_for_power(a, b, alpha=alpha)[0]})
+                    "runs_for_power": stats.runs_for_power(a, b, alpha=alpha)[0]})
         n = min(len(a), len(b))
         if paper_p is not None and 2 <= n <= 8:
             out[-1]["chance_of_paper_p"] = {"p": paper_p, "runs": n,
-                                            "chance": analysis.chance_of_p_at_least(a, b, n, paper_p)}
+                                            "chance": stats.chance_of_p_at_least(a, b, n, paper_p)}
     return out
 
 

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from hpc_es import analysis, comm as comm_mod, config, es, io, noise, steps, train
+from hpc_es import analysis, comm as comm_mod, config, es, io, noise, stats, steps, train
 from hpc_es.report import TABLE1
 from hpc_es.text import plural
 
@@ -99,12 +99,12 @@ def summarize(accuracies, methods, runs):
     tests = {}
     for i, a in enumerate(methods):
         for b in methods[i + 1:]:
-            unpaired = analysis.rank_sum(table[a]["runs"], table[b]["runs"])
-            paired = analysis.signed_rank(table[a]["runs"], table[b]["runs"])
+            unpaired = stats.rank_sum(table[a]["runs"], table[b]["runs"])
+            paired = stats.signed_rank(table[a]["runs"], table[b]["runs"])
             tests[f"{a} vs {b}"] = {"rank_sum": unpaired and unpaired.to_dict(),
                                     "signed_rank": paired and paired.to_dict()}
             if runs > 1:  # None: more than 200 runs per method
-                tests[f"{a} vs {b}"]["runs_for_power"] = analysis.runs_for_power(table[a]["runs"],
+                tests[f"{a} vs {b}"]["runs_for_power"] = stats.runs_for_power(table[a]["runs"],
                                                                                  table[b]["runs"])[0]
     return {"methods": table, "tests": tests, "wilcoxon_p": {k: v["signed_rank"] and v["signed_rank"]["p"]
                                                             for k, v in tests.items()}}

@@ -22,7 +22,7 @@ their gap is the higher-order part of ES. Nothing here trains or knows MPI.
 """
 import numpy as np
 
-from hpc_es import analysis, config, runs as runs_mod
+from hpc_es import config, runs as runs_mod, stats
 
 
 def pairs(runs):
@@ -95,8 +95,8 @@ def summarize(by_seed, other="proxy"):
     spread = float(np.std(es_final, ddof=1)) if len(rows) > 1 else float("nan")
     median_gap = float(np.median([r["final_gap"] for r in rows]))
     other_final = [r[f"{other}_final"] for r in rows]
-    test = analysis.rank_sum(other_final, es_final)
-    paired = analysis.signed_rank(other_final, es_final)  # the same seed: same initialisation and mini-batches
+    test = stats.rank_sum(other_final, es_final)
+    paired = stats.signed_rank(other_final, es_final)  # the same seed: same initialisation and mini-batches
     return {"seeds": rows, "es_spread": spread, "median_final_gap": median_gap,
             "median_mean_gap": float(np.median([r["mean_gap"] for r in rows])),
             "median_curve_r": float(np.median([r["curve_r"] for r in rows])),

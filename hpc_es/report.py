@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from hpc_es import analysis, config, io, runs as runs_mod
+from hpc_es import analysis, config, io, runs as runs_mod, stats
 from hpc_es.paper import PAPER, text as paper_text, value
 from hpc_es.text import plural
 
@@ -555,11 +555,11 @@ def compare(a, b, alpha, what):
     """The comparison of two groups of runs in words: the unpaired rank-sum test over their
     final accuracies (primary), the paired signed-rank test over the seeds they share
     (secondary), and whether these run counts could ``what`` (reach p < ``alpha``) at all."""
-    u = analysis.rank_sum(_final(a), _final(b))
+    u = stats.rank_sum(_final(a), _final(b))
     if u is None:
         return "no test (scipy missing or no runs)"
     text = u.text() + f"; {len(a)} vs {len(b)} runs " + ("can" if u.could_reach(alpha) else "cannot") + f" {what}"
-    w = analysis.signed_rank(*_paired(a, b))
+    w = stats.signed_rank(*_paired(a, b))
     return text + ("" if w is None else f"; secondary: {w.text()}")
 
 
