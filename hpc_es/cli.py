@@ -137,18 +137,14 @@ def _parser():
     report.add_argument("results", nargs="+", help="results.h5 files and table1.h5 summaries, or directories")
     report.add_argument("--pair", nargs=2, action="append", default=[], metavar=("ES", "PROXY"),
                         help="also compare two runs' validation curves (Fig. 2), repeatable")
-    report.add_argument("--write", metavar="FILE", help="write the whole reproduction report (every paper "
-                        "claim beside ours, full-scale costs, figures) to FILE, e.g. docs/REPRODUCTION.md")
-    report.add_argument("--beyond-only", action="store_true", help="with --write: make only the section "
-                        "'Beyond the paper' of FILE again from the results given, keeping the rest of FILE "
-                        "(e.g. from archived runs, when the other sections' runs are gone)")
-    report.add_argument("--bench", default=os.path.join("benchmarks", "out", "aggregation.json"),
-                        help="master-cost benchmark JSON to include, if it exists")
-    report.add_argument("--smoothing", default=os.path.join("benchmarks", "out", "smoothing.json"),
-                        help="benchmarks/smoothing.py's JSON to include, if it exists")
-    report.add_argument("--data-dir", help="MNIST directory (for the per-unit costs measured for projections)")
-    report.add_argument("--units", help="per-unit costs JSON (benchmarks/out/units.json) instead of measuring")
     report.set_defaults(func=_report)
+
+    repro = sub.add_parser("reproduction", help="docs/REPRODUCTION.md from the committed archives: every claim of "
+                           "the paper beside ours, how ours was obtained, statistics and a verdict")
+    repro.add_argument("archives", nargs="?", default=os.path.join("docs", "runs"),
+                       help="directory of archived runs and JSON records (default docs/runs)")
+    repro.add_argument("--write", metavar="FILE", help="write the report to FILE (default: print it)")
+    repro.set_defaults(func=_reproduction)
 
     plot = sub.add_parser("plot", help="Figures 1-5 (PNG and PDF) from results files")
     plot.add_argument("results", nargs="+", help="results.h5 files or directories holding them")
@@ -335,35 +331,20 @@ def _usage_error(message):
     return RunDirError(message)
 
 
-def _report(args):
-    import json
+def _reproduction(args):
+    from hpc_es import io, reproduction
+    if not os.path.isdir(args.archives):
+        raise io.RunDirError(f"{args.archives}: no such directory of archived runs (expected e.g. docs/runs)")
+    text = reproduction.generate(args.archives)
+    if not args.write:
+        print(text, end="")
+        return
+    io.atomic_write(args.write, lambda tmp: open(tmp, "w").write(text))
+    print(f"wrote {args.write}")
 
-    from hpc_es import config, io, report
-    smoothing = (json.load(open(args.smoothing))  # for the written report only
-                 if args.write and args.smoothing and os.path.exists(args.smoothing) else None)
-    if args.beyond_only:
-        if not args.write or not os.path.isfile(args.write):
-            raise config.ConfigError(f"hpc-es report --beyond-only: needs --write naming an existing report "
-                                     f"(got {args.write!r})")
-        try:
-            text = report.rewrite_beyond(args.results, args.write, smoothing, args.smoothing)
-        except ValueError as err:
-            raise config.ConfigError(str(err)) from None
-        io.atomic_write(args.write, lambda tmp: open(tmp, "w").write(text))
-        print(f"wrote the section '{report.BEYOND_HEADING[3:]}' of {args.write}")
-        return
-    if args.write:
-        from hpc_es import data
-        dataset = data.load_mnist(args.data_dir or None)
-        bench = json.load(open(args.bench)) if args.bench and os.path.exists(args.bench) else None
-        record = _read_units_file(args.units) if args.units else {"units": report.units_for_report(dataset)}
-        units = record["units"]
-        extra = {"units_source": _units_source(args.units, record)} if args.units else {}
-        text = report.reproduction(args.results, units, args.write, bench, smoothing=smoothing, **extra)
-        with open(args.write, "w") as f:
-            f.write(text)
-        print(f"wrote {args.write}")
-        return
+
+def _report(args):
+    from hpc_es import io, report
     runs, tables = [], []
     for path in args.results:
         if os.path.isdir(path):
@@ -498,15 +479,6 @@ def _merged_units(paths):
         for key, value in _read_units(path).items():
             merged.setdefault(key, value)
     return merged
-
-
-def _units_source(path, record):
-    """Where the units of the JSON ``record``, read from ``path``, were measured, in words."""
-    machine = record.get("machine", {})
-    how = f" by `{machine['command']}`" if machine.get("command") else ""
-    when = f" on {machine['date'][:10]}" if machine.get("date") else ""
-    where = f" ({machine['cores']} cores, {machine.get('ranks', 1)} ranks at once)" if machine.get("cores") else ""
-    return f"read from {path}" + (f", measured{how}{when}{where}" if how or when or where else "")
 
 
 def _write_json(path, record):

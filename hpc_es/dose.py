@@ -205,23 +205,7 @@ def markdown(key, at, summary, units=None, cost_nets=COST_NETS):
                 count, hours = es_cost(row["rho"], n, at, units)
                 line += f" {count:,} | {hours:,.0f} |" if hours >= 10 else f" {count:,} | {hours:.2g} |"
         lines.append(line)
-    if summary.get("between"):
-        lines += ["", "| higher rho against lower | medians | rank-sum: p (smallest possible), r | runs for 80% power |",
-                  "| --- | ---: | ---: | ---: |"]
-        by_rho = {r["rho"]: r for r in summary["rhos"]}
-        chance = [p["chance_of_paper_p"] for p in summary["between"] if "chance_of_paper_p" in p]
-        if chance:
-            lines[-2] += f" chance of p >= {chance[0]['p']:g} |"
-            lines[-1] += " ---: |"
-        for pair in summary["between"]:
-            t, hi, lo = pair["test"], by_rho[pair["high"]], by_rho[pair["low"]]
-            test = "n/a" if t is None else f"{t['p']:.3g} ({t['min_p']:.2g}), {t['effect'][1]:+.2f}"
-            line = (f"| {100 * pair['high']:g}% against {100 * pair['low']:g}% | {100 * hi['median']:.2f}% vs "
-                    f"{100 * lo['median']:.2f}% | {test} | {pair['runs_for_power'] or '> 200'} |")
-            if chance:
-                c = pair.get("chance_of_paper_p")
-                line += f" {c['chance']:.1%} ({c['runs']} vs {c['runs']}) |" if c else " - |"
-            lines.append(line)
+    lines += _between_lines(summary)
     lines.append("")
     if s is None:
         lines.append("No SGD runs trained alike: the arms are compared with each other only (two-sided "
@@ -245,3 +229,26 @@ def markdown(key, at, summary, units=None, cost_nets=COST_NETS):
                      (f" No per-unit costs given for {', '.join(unpriced)}: not priced "
                       f"(`hpc-es plan PRESET --save-units FILE` on a preset of that net measures them)." if unpriced else ""))
     return "\n".join(lines)
+
+
+def _between_lines(summary):
+    """The table of rho arms against each other (and the chance of the paper's p), if any."""
+    lines = []
+    if summary.get("between"):
+        lines += ["", "| higher rho against lower | medians | rank-sum: p (smallest possible), r | runs for 80% power |",
+                  "| --- | ---: | ---: | ---: |"]
+        by_rho = {r["rho"]: r for r in summary["rhos"]}
+        chance = [p["chance_of_paper_p"] for p in summary["between"] if "chance_of_paper_p" in p]
+        if chance:
+            lines[-2] += f" chance of p >= {chance[0]['p']:g} |"
+            lines[-1] += " ---: |"
+        for pair in summary["between"]:
+            t, hi, lo = pair["test"], by_rho[pair["high"]], by_rho[pair["low"]]
+            test = "n/a" if t is None else f"{t['p']:.3g} ({t['min_p']:.2g}), {t['effect'][1]:+.2f}"
+            line = (f"| {100 * pair['high']:g}% against {100 * pair['low']:g}% | {100 * hi['median']:.2f}% vs "
+                    f"{100 * lo['median']:.2f}% | {test} | {pair['runs_for_power'] or '> 200'} |")
+            if chance:
+                c = pair.get("chance_of_paper_p")
+                line += f" {c['chance']:.1%} ({c['runs']} vs {c['runs']}) |" if c else " - |"
+            lines.append(line)
+    return lines

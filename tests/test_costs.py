@@ -120,13 +120,3 @@ def test_plan_prints_wall_time_core_hours_and_the_job_script(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--ranks '0': expected positive integers" in bad.stdout
 
-
-def test_a_report_from_a_units_file_says_where_and_when_they_were_measured(tmp_path):
-    from hpc_es import cli
-    path = tmp_path / "units.json"
-    path.write_text(json.dumps({"units": {}, "machine": {"command": "python benchmarks/scaling.py",
-                                                          "date": "2026-11-27T10:29:26+0000", "cores": 2, "ranks": 2}}))
-    assert cli._units_source(str(path), cli._read_units_file(str(path))) == (
-        f"read from {path}, measured by `python benchmarks/scaling.py` on 2026-11-27 (2 cores, 2 ranks at once)")
-    path.write_text(json.dumps({"units": {}}))
-    assert cli._units_source(str(path), cli._read_units_file(str(path))) == f"read from {path}"

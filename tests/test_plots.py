@@ -1,4 +1,4 @@
-"""Figures and the reproduction report, from synthetic results files with known curves."""
+"""Figures and the tables beside them, from synthetic results files with known curves."""
 import json
 import os
 import subprocess
@@ -110,36 +110,6 @@ def test_plot_command_writes_beside_the_results_never_into_docs(results, tmp_pat
     assert proc.returncode == 2 and "nothing: no such file or directory" in proc.stdout
 
 
-def _offspring_only_units():
-    """Unit costs where only evaluating an offspring costs anything (10 ms): projections that a
-    test can check by hand."""
-    from collections import defaultdict
-    units = defaultdict(float, {arch: defaultdict(float, offspring=0.01) for arch in ("tf_tutorial", "small")})
-    return units
-
-
-def _free_network():
-    from hpc_es import costs
-    return costs.Network(allgatherv=(0.0, 0.0), allreduce=(0.0, 0.0), source="free (test)")
-
-
-def test_reproduction_report_lists_every_claim_and_keeps_hand_notes(results, tmp_path):
-    target = tmp_path / "REPRODUCTION.md"
-    target.write_text("old\n<!-- notes -->\nmy verdicts\n<!-- /notes -->\n")
-    text = report.reproduction([results], _offspring_only_units(), str(target), network=_free_network())
-    for claim in ("Mini-batch ES final accuracy", "SGD final accuracy", "rho(g_ES, g_true)", "SGD self-correlation",
-                  "ES and its proxy", "Limited vs full", "No-mini-batch vs mini-batch", "L2 2e-4"):
-        assert claim in text, claim
-    assert "my verdicts" in text and "| `es_tf_paper` | `jobs/slurm/es_tf_paper.sbatch` | 100 | 5 |" in text
-    # the preamble says what the files record, not where we think the runs came from
-    assert "reproduce_local" not in text and "Runs as their files record them: 29 on 2 ranks." in text
-    # es_tf_paper, when only an offspring costs anything (10 ms): 5 runs of 2,000 iterations on 100
-    # ranks, each rank evaluating 10,000 / 100 offspring per iteration: 278 core-hours; memory: the
-    # 250,000,000-float table and, for each of the 100 ranks (one node), 6 arrays of P floats
-    row = next(line for line in text.splitlines() if line.startswith("| `es_tf_paper`"))
-    memory = (4 * 250_000_000 + 100 * 6 * 4 * 3_274_634) / 2**30
-    assert row.endswith(f"| 0h33m20s | {memory:.1f} GiB | {5 * 2000 * 100 * 0.01 * 100 / 3600:,.0f} |"), row
-    assert "| Mini-batch ES final accuracy (Sec. 4) | 96.99%" in text
 
 
 def test_every_run_table_tells_runs_of_the_same_name_apart():
@@ -151,32 +121,6 @@ def test_every_run_table_tells_runs_of_the_same_name_apart():
                                         os.path.join("fig2_tf", "seed1", "proxy_tf_paper"),
                                         os.path.join("local", "fig1_es_seed0")]
     assert report.run_labels(paths[2:]) == ["fig1_es_seed0"] and report.run_labels([]) == []
-
-
-def test_a_claims_wall_time_is_the_median_run_with_the_spread_when_runs_differ():
-    cfg = config.load("es_small_local").to_dict()
-    runs = [runs_mod.Run(f"r{i}/results.h5", cfg, {}, t, 2) for i, t in enumerate((250.0, 973.0, 284.0))]
-    assert report._setup(runs).endswith(", 2 ranks, 284 s per run (median; 250-973)")
-    assert report._setup(runs[:1]).endswith(", 2 ranks, 250 s per run")
-    alike = [runs_mod.Run("a/results.h5", cfg, {}, 100.0, 2), runs_mod.Run("b/results.h5", cfg, {}, 105.0, 2)]
-    assert report._setup(alike).endswith(" 102 s per run")
-
-
-def test_limited_runs_are_compared_with_full_runs_trained_alike(results, tmp_path):
-    """Fig. 3's comparator differs from the limited runs only in population and perturbation: a
-    full-perturbation curve with more seeds but another sigma is not it."""
-    for seed in range(6):
-        _write(results, f"sigma{seed}", "corr_small_local", seed, np.full(6, 0.5), overrides=["es.sigma=0.01"])
-    text = report.reproduction([results], _offspring_only_units(), str(tmp_path / "R.md"), network=_free_network())
-    row = next(line for line in text.splitlines() if line.startswith("| Limited vs full"))
-    assert "vs full N = 500 81.50% (range 80.00-83.00), 4 runs" in row, row
-    # limited {78, 79, 80, 81}% vs full {80, 81, 82, 83}%: of the 16 pairs limited wins 1 and ties 2,
-    # so U = 2 and r = 2 U / 16 - 1 = -0.75; 4 vs 4 runs allow p down to 2 / C(8, 4) = 0.0286
-    assert "two-sided Mann-Whitney U (rank-sum), 4 vs 4 runs: p = " in row, row
-    assert f"(smallest possible {2 / 70:.3g}), rank-biserial r -0.75; 4 vs 4 runs can detect a difference" in row
-    assert "secondary: two-sided Wilcoxon signed-rank (paired by seed), 4 pairs: p = 0.125" in row, row
-    row4 = next(line for line in text.splitlines() if line.startswith("| No-mini-batch vs mini-batch"))
-    assert "can reach the paper's p < 0.05" in row4, row4
 
 
 def test_dose_response_reads_accuracy_against_rho_with_tests_and_costs(tmp_path, capsys, caplog):
@@ -338,103 +282,6 @@ def test_proxy_gap_finds_the_sigma_where_the_proxy_stops_predicting_es(tmp_path,
     assert not alone and len(orphans) == 1
 
 
-def test_claims_come_from_finished_training_runs_and_proxies_pair_with_the_es_run_they_model(results, tmp_path):
-    """A run still in progress is listed, not quoted; a run from a given theta or of a few
-    iterations measures rho but gives no final accuracy and no self-correlation; limited ES has
-    no row of full ES's rho; a proxy that follows an ES run's rho pairs with that run only, and
-    only at the paper's sigma."""
-    extra = tmp_path / "extra"
-    _write(extra, "running", "corr_small_local", 7, np.full(3, 0.99), rho=0.09, complete=False)
-    _write(tmp_path / "other", "running", "corr_small_local", 6, np.full(2, 0.99), rho=0.09, complete=False)
-    trained = config.load("corr_small_local", ["run.seed=8", "run.iterations=1", "net.theta_from=x.h5"]).to_dict()
-    io.save_results(str(extra / "trained"), trained, {"completed_iterations": 1},
-                    {"eval_iteration": [1], "val_accuracy": [0.97], "rho": [0.091], "rho_sgd_self": [-0.5],
-                     "seconds_total": [1.0]}, np.zeros(4, np.float32))
-    lim = config.load("limited_small_local", ["run.seed=9", "run.iterations=10"]).to_dict()
-    io.save_results(str(extra / "limrho"), lim, {"completed_iterations": 10},
-                    {"eval_iteration": [10], "val_accuracy": [0.2], "rho": np.full(10, 0.3),
-                     "seconds_total": np.ones(10)}, np.zeros(4, np.float32))
-    pop = config.load("population_small_local").to_dict()  # a population's iterations are blocks: done at its target
-    curve = {"population_n": [1000, 2000, 3000], "population_rho": [0.1, 0.15, 0.2],
-             "population_rho_theory": [0.1, 0.15, 0.2], "seconds_total": np.ones(3)}
-    io.save_results(str(extra / "popdone"), pop, {"completed_iterations": 3}, {**curve, "population_reached": [1]},
-                    np.zeros(4, np.float32))
-    io.save_results(str(extra / "popgoing"), pop, {"completed_iterations": 2}, {k: v[:2] for k, v in curve.items()},
-                    np.zeros(4, np.float32))
-    es_far = _write(extra, "far", "corr_small_local", 0, np.full(6, 0.3), rho=0.05, overrides=["es.sigma=0.2"])
-    _write(extra, "follows", "proxy_small_local", 0, np.full(6, 0.6),
-           overrides=[f"proxy.rho_from={es_far}/results.h5"])
-    text = report.reproduction([results, str(extra), str(tmp_path / "other")], _offspring_only_units(),
-                               str(tmp_path / "R.md"), network=_free_network())
-    claims = text.split("<!-- notes -->")[0]
-    # named as the every-run table names them: two unfinished runs called 'running' told apart by their folders
-    assert "Left out while still running (3 runs that have not done what their configs ask): extra/popgoing " \
-        "(N = 2,000 of up to 100,000, rho 15.00%), extra/running (30 of 200 iterations), other/running " \
-        "(20 of 200 iterations)." in claims and "99.00%" not in claims
-    assert any(line.startswith("| Population for rho = 20%") and "3,000 at rho 20.0%" in line
-               for line in claims.splitlines()), claims
-    rho_rows = [line for line in claims.splitlines() if line.startswith("| rho(g_ES")]
-    assert any("9.10%" in r and "1 it., from given thetas (net.theta_from)" in r for r in rho_rows), rho_rows
-    assert not any("30.00%" in r for r in rho_rows)  # limited ES's rho has its own row, beyond the paper
-    assert any(r.split(" | ")[2].startswith("5.00%") and "N = 500, sigma 0.2, 200 it." in r for r in rho_rows), rho_rows
-    assert "97.00%" not in claims and "-50.00%" not in claims  # the trained-theta run: no accuracy, no self-rho
-    fig2 = next(line for line in claims.splitlines() if line.startswith("| ES and its proxy"))
-    assert "(4 seed pairs)" in fig2, fig2  # the sigma 0.2 ES run and its follower are not a Fig. 2 pair
-
-
-def test_reproduction_report_lists_the_findings_beyond_the_paper(tmp_path):
-    """Each finding of issue 15 gets a row beside what the paper says, read from its runs."""
-    n = 6
-    lim = config.load("limited_small_local").to_dict()
-    io.save_results(str(tmp_path / "lim"), lim, {}, {"iteration": np.arange(1, n + 1), "rho": np.full(n, 0.22),
-                    "rho_theory": np.full(n, 0.2), "eval_iteration": [n], "val_accuracy": [0.5],
-                    "seconds_total": np.ones(n)}, np.zeros(4, np.float32))
-    es = config.load("corr_small_local").to_dict()
-    hist = {"iteration": np.arange(1, n + 1), "rho": np.full(n, 0.09), "eval_iteration": [n], "val_accuracy": [0.5],
-            "seconds_total": np.ones(n)}
-    for name, level in (("conv1", 0.3), ("fc1", 0.08)):
-        hist[f"rho_{name}"], hist[f"rho_theory_{name}"] = np.full(n, level), np.full(n, level)
-    io.save_results(str(tmp_path / "layers"), es, {"started": "T0", "completed_iterations": n}, hist,
-                    np.zeros(4, np.float32))
-    more = {k: np.concatenate([v, v]) if len(v) == n else v for k, v in hist.items()}  # continued to 2n:
-    more["iteration"] = np.arange(1, 2 * n + 1)  # its first n iterations are the run above's
-    more["rho_conv1"] = more["rho_theory_conv1"] = np.concatenate([np.full(n, 0.3), np.full(n, 0.5)])
-    io.save_results(str(tmp_path / "layers_more"), {**es, "run": {**es["run"], "iterations": 2 * n}},
-                    {"started": "T0", "completed_iterations": 2 * n}, more, np.zeros(4, np.float32))
-    for seed in range(4):
-        _write(tmp_path, f"sgd{seed}", "sgd_small_local", seed, np.full(3, 0.97 + 0.001 * seed))
-        for rho, acc in ((0.01, 0.8), (0.04, 0.9), (0.16, 0.97), (0.64, 0.975)):
-            _write(tmp_path, f"p{rho}-{seed}", "proxy_small_local", seed, np.full(3, acc + 0.001 * seed),
-                   overrides=[f"proxy.rho={rho}"])
-    lim_tf = config.load("limited_tf_paper", ["run.iterations=4"]).to_dict()  # limited ES's rho on tf_tutorial
-    io.save_results(str(tmp_path / "limtf"), lim_tf, {}, {"iteration": np.arange(1, 5), "rho": np.full(4, 0.1005),
-                    "rho_theory": np.full(4, 0.1), "eval_iteration": [4], "val_accuracy": [0.2],
-                    "seconds_total": np.ones(4)}, np.zeros(4, np.float32))
-    for seed in range(5):  # Fig. 3 as proxies: full ES's rho (the paper's 3.9%) and limited ES's, no overlap;
-        for rho, acc in ((0.039, 0.965), (0.101, 0.975), (0.5, 0.98)):  # 50%: no limited run measured it
-            _write(tmp_path, f"tf{rho}-{seed}", "proxy_tf_paper", seed, np.full(3, acc + 0.001 * seed),
-                   overrides=[f"proxy.rho={rho}"])
-    smoothing = {"settings": {"net": "small", "offspring": 4000},
-                 "rows": [{"theta": "initial", "sigma": 0.2, "rho_es_true": 0.08, "rho_es_smoothed": 0.24,
-                           "predicted_rho_es_smoothed": 0.25}]}
-    text = report.reproduction([str(tmp_path)], _offspring_only_units(), str(tmp_path / "R.md"),
-                               network=_free_network(), smoothing=smoothing)
-    section = text.split("## Beyond the paper (ours)")[1].split("## What the full-scale")[0]
-    assert "| Limited ES's rho(g, g_true) against our first-order theory | no correlation reported" in section
-    assert "22.00% measured vs 20.00% predicted (ratio 1.100, 6 iterations)" in section
-    assert "conv1 40.0% vs 40.0%; fc1 8.0% vs 8.0% (measured vs theory, means over 12 iterations) | small, " \
-        "1 ES run" in section  # the continued copy only: no iteration counted twice
-    assert "smallest rho not significantly below SGD: 16%" in section and "rho 1, 4, 16, 64%, iteration 30" in section
-    fig3 = next(line for line in section.splitlines() if line.startswith("| Limited vs full ES (Fig. 3), as ES proxies"))
-    assert "p = 0.75 (real ES, 5 runs each) | rho 10.1% (limited, uniform draw) vs 3.9% (full): medians 97.70% vs " \
-           "96.70%" in fig3, fig3
-    assert sum(line.startswith("| Limited vs full ES (Fig. 3), as ES") for line in section.splitlines()) == 1
-    assert "rank-sum p = 0.0079 (smallest possible 0.0079), r = +1.00" in fig3 and "5 vs 5 runs" in fig3
-    assert "5 vs 5 runs would give p >= 0.75 in 0.0% of experiments (our model)" in fig3  # 7 sd apart
-    assert "tf_tutorial" not in "".join(line for line in section.splitlines() if "dose-response" in line)
-    assert "initial sigma 0.2: 8.0% vs 24.0% (theory 25.0%)" in section and section.count("does not address this") == 2
-
-
 def test_a_run_given_twice_is_counted_once(tmp_path, caplog):
     """A run and its archive under the paths given load as one run, with a warning naming the
     copy left out; a copy continued to more iterations, and a second run of the same config
@@ -457,35 +304,6 @@ def test_a_run_given_twice_is_counted_once(tmp_path, caplog):
         str(tmp_path / "longer" / "a" / io.RESULTS) in paths and (original in paths) != (archived in paths)
     assert "1 results file(s) are copies of a run given twice, counted once: " in caplog.text
     assert f"{original} (a copy of {archived})" in caplog.text or f"{archived} (a copy of {original})" in caplog.text
-
-
-def test_the_beyond_section_alone_is_made_again_from_the_runs_given(tmp_path, caplog):
-    """`hpc-es report --beyond-only`: the section "Beyond the paper" of an existing report is
-    made from the runs given (here: one limited-ES run's rho against its theory) and says so;
-    every other line of the report is kept; a report without that section, or no --write, is
-    a one-line error."""
-    from hpc_es import cli
-    lim = config.load("limited_small_local").to_dict()
-    io.save_results(str(tmp_path / "runs" / "lim"), lim, {}, {"iteration": [1, 2], "rho": [0.22, 0.22],
-                    "rho_theory": [0.2, 0.2], "eval_iteration": [2], "val_accuracy": [0.5],
-                    "seconds_total": [1.0, 1.0]}, np.zeros(4, np.float32))
-    head = "# Reproduction\n\nGenerated by hand.\n\n## Every claim\n\n| a | b |\n"
-    tail = "\n## What the full-scale runs would cost\n\nkept as it was\n"
-    old = "## Beyond the paper (ours)\n\n| finding | paper | ours | our setup |\n| --- | --- | --- | --- |\n| old row | | | |\n"
-    doc = tmp_path / "R.md"
-    doc.write_text(head + old + tail)
-    argv = ["report", str(tmp_path / "runs"), "--write", str(doc), "--beyond-only", "--smoothing", ""]
-    assert cli.main(argv) == 0
-    text = doc.read_text()
-    assert text.startswith(head + "## Beyond the paper (ours)\n") and text.endswith(tail) and "old row" not in text
-    assert "22.00% measured vs 20.00% predicted (ratio 1.100, 2 iterations)" in text
-    assert f"This section alone was made again by `hpc-es report {tmp_path / 'runs'} --write {doc} --beyond-only` " \
-           "on " in text and "from 1 finished results file;" in text
-    doc.write_text(head + tail)
-    assert cli.main(argv) == 2 and doc.read_text() == head + tail
-    assert "R.md: no section '## Beyond the paper (ours)' to rewrite" in caplog.text
-    assert cli.main(argv[:2] + ["--beyond-only"]) == 2
-    assert "needs --write naming an existing report (got None)" in caplog.text
 
 
 def test_archive_keeps_what_the_analyses_read_without_theta(tmp_path, capsys):

@@ -80,3 +80,17 @@ def test_signed_rank_normal_approximation_reaches_below_005_on_five_pairs():
     a, b = [2, 4, 6, 8, 10], [1, 2, 3, 4, 5]  # differences 1..5: no ties
     assert scipy_stats.wilcoxon(a, b, method="approx").pvalue == pytest.approx(0.043, abs=1e-3)
     assert stats.signed_rank(a, b).p == pytest.approx(0.0625)
+
+
+def test_jonckheere_on_two_groups_is_the_one_sided_exact_rank_sum():
+    """With two groups J is Mann-Whitney's U of the second over the first, so its permutation p
+    must match scipy's exact one-sided test (to the permutations' resolution); three fully
+    ordered groups of 3 give the smallest p, 1/1680, and no trend gives a large p."""
+    import scipy.stats as scipy_stats
+    low, high = [0.1, 0.4, 0.35, 0.8], [0.5, 0.9, 0.7, 0.2]
+    j, p, floor = stats.jonckheere([low, high], permutations=20_000)
+    exact = scipy_stats.mannwhitneyu(high, low, alternative="greater", method="exact")
+    assert j == exact.statistic and p == pytest.approx(exact.pvalue, abs=0.01) and floor == 1 / 70
+    _, p, floor = stats.jonckheere([[1, 2, 3], [4, 5, 6], [7, 8, 9]], permutations=20_000)
+    assert floor == 1 / 1680 and p < 0.002
+    assert stats.jonckheere([[3, 2, 1], [1, 2, 3]], permutations=2000)[1] > 0.4
