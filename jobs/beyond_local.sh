@@ -181,11 +181,12 @@ if wants first_order; then  # what licenses the instrument first: the validation
   for seed in $SEEDS5; do for c in uniform size; do
     spawn run first_order/fig3_$c/seed$seed fo_limited_tf_paper --set es.bucket_choice=$c --set run.seed=$seed
   done; done
-  # the longest runs first, so that the short ones fill the slots at the end
-  for seed in $SEEDS5; do spawn run first_order/fig1/seed$seed fo_tf_paper --set run.seed=$seed; done
+  # SGD's five short runs (~10 min each) before first-order ES's five long ones (~1.5 h each): a
+  # session that ends mid-queue keeps complete comparisons, and the long runs resume next time
   for seed in $SEEDS5; do  # Fig. 1's SGD on the same seeds (the proxy at 3.9% is section limited's fig2_tf)
     spawn run first_order/fig1_sgd/seed$seed sgd_tf_paper $TF --set run.seed=$seed
   done
+  for seed in $SEEDS5; do spawn run first_order/fig1/seed$seed fo_tf_paper --set run.seed=$seed; done
 fi
 
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
