@@ -13,6 +13,7 @@ Every file is written to a temporary name in the same directory, flushed to disk
 and ``os.replace``d into place, so a crash or a full disk mid-write leaves the previous good
 file intact.
 """
+import hashlib
 import json
 import os
 import socket
@@ -335,6 +336,16 @@ def archive_results(src, out):
     return os.path.getsize(os.path.join(out, RESULTS))
 
 
+def add_meta(path, items):
+    """Rewrite the results file ``path`` (atomically) with the metadata ``items`` added: e.g. the
+    run id of a proxy's ``proxy.rho_from`` for files written before runs recorded it."""
+    res = read_results(path)
+    theta, history, cfg = res.pop("theta"), res.pop("history"), res.pop("config")
+    meta = {k: v for k, v in res.items() if k not in ("kind", "schema")}
+    meta.update(items)
+    save_results(os.path.dirname(path) or ".", cfg, meta, history, theta, compress="theta_dropped" in meta)
+
+
 def read_results(path):
     """A results file as a dict (config decoded, history as numpy arrays); a damaged or foreign
     file raises :class:`RunDirError` naming it."""
@@ -353,6 +364,35 @@ def read_results(path):
     except (OSError, KeyError, ValueError, RunDirError) as err:
         raise RunDirError(f"{path}: cannot be read as a results file ({err})") from None
     return res
+
+
+def run_id(meta, config_dict):
+    """A run's identity from its metadata (``meta``: a results file's attributes as
+    :func:`read_results` gives them) and config: the ``run_id`` written when the run was created,
+    kept across resumes and carried by archives. Files written before run ids existed get one
+    derived from their start stamp and config ("legacy-..."), the same for every copy of them;
+    None for files that record no start (each such file is a run of its own)."""
+    if meta.get("run_id"):
+        return str(meta["run_id"])
+    if not meta.get("started"):
+        return None
+    text = str(meta["started"]) + json.dumps(config_dict, sort_keys=True, default=str)
+    return "legacy-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run_id_of(path):
+    """:func:`run_id` of the run that wrote the results or checkpoint file ``path`` (None if the
+    file records none), from its attributes alone."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {key: _attr(f.attrs[key]) for key in f.attrs if key != "sha256"}
+    except OSError:
+        return None
+    meta = json.loads(attrs["meta"]) if isinstance(attrs.get("meta"), str) else attrs  # a checkpoint's
+    cfg = attrs.get("config", "{}")
+    return run_id(meta, json.loads(cfg) if isinstance(cfg, str) else cfg)
 
 
 def results_attr(path, key, default=None):

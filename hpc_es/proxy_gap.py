@@ -27,15 +27,15 @@ from hpc_es import config, runs as runs_mod, stats
 
 def pairs(runs):
     """{(net, sigma): {seed: (ES run, proxy run)}} of ES runs with a measured rho and the proxy
-    runs that follow them (``proxy.rho_from`` naming the ES run's file, same seed); and the
-    proxies whose ES run is not among ``runs`` (their paths)."""
+    runs that follow them (the run id the proxy recorded of its ``proxy.rho_from``, same seed);
+    and the proxies whose ES run is not among ``runs`` (their paths)."""
     es_runs = [r for r in runs if r.config["run"]["method"] == "es" and "rho" in r.history]
     out, orphans = {}, []
     for r in runs:
         source = r.config["run"]["method"] == "proxy" and r.config["proxy"].get("rho_from")
         if not source:
             continue
-        es = runs_mod.named_by(source, [e for e in es_runs if e.seed == r.seed])
+        es = runs_mod.by_id([e for e in es_runs if e.seed == r.seed], r.rho_from_id)
         if es is None:
             orphans.append(r.path)
             continue

@@ -1,5 +1,7 @@
 """The run catalogue: results files found under paths, read into :class:`Run` records, and
-grouped into curves by what their config says they are.
+grouped into curves by what their config says they are. A run is known by its id
+(:func:`hpc_es.io.run_id`): one record per id, and a run that reads another (a proxy's
+``proxy.rho_from``) names it by id.
 
 The report (:mod:`hpc_es.report`), the figures (:mod:`hpc_es.plots`) and the command line
 find and group runs here, one way. A curve is a set of runs that differ only in their seed:
@@ -7,7 +9,6 @@ find and group runs here, one way. A curve is a set of runs that differ only in 
 perturbation, N, and each training setting that departs from the paper's). Of several runs
 with one seed, the one with the most recorded iterations counts (:func:`group`).
 """
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ class Run:
     resumes: list = field(default_factory=list)  # [{"time", "ranks", "hosts", "iteration"}] of each --resume
     command: str = ""
     completed: int = -1  # iterations done (-1: not recorded)
+    run_id: str = None  # io.run_id: the run's identity (None: a file that records none, a run of its own)
+    rho_from_id: str = None  # the run id of the ES run a proxy follows (proxy.rho_from), if recorded
 
     @property
     def seed(self):
@@ -96,76 +99,40 @@ def finished(cfg, history, completed):
     return completed >= cfg["run"]["iterations"]
 
 
-def is_named_by(named, path):
-    """Whether the results file ``path`` is the one a config names (``named``, e.g. a proxy's
-    ``proxy.rho_from``): the same file, or a copy of it (an archive, a restored run): the same
-    run directory and file name and, where the named file is still there, the same start stamp
-    (another run that happens to share the directory's name elsewhere is not a copy)."""
-    if _same_file(named, path):
-        return True
-    if os.path.normpath(named).split(os.sep)[-2:] != os.path.normpath(path).split(os.sep)[-2:]:
-        return False
-    both = os.path.exists(named) and os.path.exists(path)
-    return not both or io.results_attr(named, "started") == io.results_attr(path, "started")
-
-
-def named_by(named, candidates):
-    """The run among ``candidates`` whose results file a config names (:func:`is_named_by`):
-    the file itself before a copy of it; None if none is."""
-    exact = [r for r in candidates if _same_file(named, r.path)]
-    return (exact or [r for r in candidates if is_named_by(named, r.path)] or [None])[0]
-
-
-def _same_file(a, b):
-    """Whether paths ``a`` and ``b`` both exist and are one file."""
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
-
-
 def load_runs(paths):
-    """A :class:`Run` for every run under ``paths``, each run once: copies of one run (its
-    results file and an archive of it, ``hpc-es archive``, or a restored copy) are recognised by
-    their start time, config and iterations done, and only the first is kept, with a warning
-    naming the others, so no statistic counts a run twice. A copy continued to more iterations
-    is a run of its own (its config asks for more)."""
-    runs = []
+    """A :class:`Run` for every run under ``paths``, one record per run id (:func:`io.run_id`): of
+    several files of one run (its results file, an archive of it, a restored copy, a copy
+    continued further), the one furthest along counts, then the first path, with a warning
+    naming the others, so no statistic counts a run twice."""
+    best, order = {}, []
     for path in find_results(paths):
         res = io.read_results(path)
         h = res["history"]
-        runs.append(Run(path, res["config"], h, float(np.sum(h.get("seconds_total", [0.0]))),
-                        int(res.get("ranks", 1)), list(res.get("hosts", [])), str(res.get("started", "")),
-                        list(res.get("resumes", [])), str(res.get("command", "")),
-                        int(res.get("completed_iterations", -1))))
-    return _one_copy_each(runs)
-
-
-def _one_copy_each(runs):
-    """``runs`` without the copies of a run (see :func:`load_runs`), in their order."""
-    def identity(r):
-        return r.started, r.completed, json.dumps(r.config, sort_keys=True, default=str)
-
-    best = {}
-    for r in runs:
-        if r.started:  # files of old versions record no start: never merged
-            best.setdefault(identity(r), r)
-    kept = [r for r in runs if not r.started or best[identity(r)] is r]
-    kept_ids = {id(r) for r in kept}
-    dropped = [r for r in runs if id(r) not in kept_ids]
+        run = Run(path, res["config"], h, float(np.sum(h.get("seconds_total", [0.0]))), int(res.get("ranks", 1)),
+                  list(res.get("hosts", [])), str(res.get("started", "")), list(res.get("resumes", [])),
+                  str(res.get("command", "")), int(res.get("completed_iterations", -1)),
+                  io.run_id(res, res["config"]), res.get("rho_from_id"))
+        key = run.run_id or path
+        if key not in best:
+            order.append(key)
+            best[key] = [run]
+        else:
+            best[key].append(run)
+    kept, dropped = [], []
+    for key in order:
+        files = best[key]
+        first = max(files, key=lambda r: r.completed)  # max keeps the first of equals: the first path
+        kept.append(first)
+        dropped += [f"{r.path} (a copy of {first.path})" for r in files if r is not first]
     if dropped:
-        logging.getLogger("hpc_es").warning(
-            "%d results file(s) are copies of a run given twice, counted once: %s", len(dropped),
-            "; ".join(f"{r.path} (a copy of {best[identity(r)].path})" for r in dropped))
+        logging.getLogger("hpc_es").warning("%d results file(s) are copies of a run given twice, counted once: %s",
+                                            len(dropped), "; ".join(dropped))
     return kept
 
 
-def longest_continuations(runs):
-    """``runs`` where a run and its continuations (copies continued to more iterations: the same
-    start) count once, as the one with the most iterations done (a run's history contains its
-    earlier copies' as a prefix); runs that record no start are kept."""
-    longest = {}
-    for r in runs:
-        if r.started and (r.started not in longest or r.completed > longest[r.started].completed):
-            longest[r.started] = r
-    return [r for r in runs if not r.started or longest[r.started] is r]
+def by_id(runs, run_id):
+    """The run of ``runs`` whose identity is ``run_id``, or None."""
+    return next((r for r in runs if run_id is not None and r.run_id == run_id), None)
 
 
 def method_key(cfg):

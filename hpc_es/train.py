@@ -18,6 +18,7 @@ import platform
 import signal
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,7 +123,7 @@ def session(cfg, comm=None, out=None, resume=False, force=False, dataset=None, q
             opt.load_state(checkpoint["optimizer"])
             history.update({key: list(values) for key, values in checkpoint["history"].items()})
             start = checkpoint["iteration"]
-        meta = _metadata(comm, checkpoint, command)
+        meta = _metadata(comm, checkpoint, command, cfg)
         if checkpoint is not None and runs.finished(cfg.to_dict(), history, start):
             yield Session(cfg, comm, out, net, theta, opt, history, start, None, None, meta, quiet, finished=True)
             return
@@ -412,10 +413,20 @@ def _load_data(comm, cfg):
 
 
 
-def _metadata(comm, checkpoint, command):
-    """Collective: the run's metadata for its files. A new run: library versions, ranks, hosts,
-    start time, command. A resumed run keeps the metadata it started with and appends this
-    resume (time, ranks, hosts, iteration, command) to ``resumes``."""
+def _sources(comm, cfg):
+    """{"rho_from_id": ..., "theta_from_id": ...}: the run ids of the results files the config
+    reads (read on rank 0, shared; the files were checked before this)."""
+    named = {"rho_from_id": cfg.proxy.rho_from if cfg.run.method == "proxy" else "", "theta_from_id": cfg.net.theta_from}
+    return comm_mod.from_root(comm, lambda: {k: io.run_id_of(path) for k, path in named.items() if path},
+                              io.RunDirError)
+
+
+def _metadata(comm, checkpoint, command, cfg):
+    """Collective: the run's metadata for its files. A new run: its identity (``run_id``, drawn on
+    rank 0), the identities of the runs its config reads (``rho_from_id``, ``theta_from_id``),
+    library versions, ranks, hosts, start time, command. A resumed run keeps the metadata it
+    started with (a run of a version without ids gets the id :func:`io.run_id` derives for it)
+    and appends this resume (time, ranks, hosts, iteration, command) to ``resumes``."""
     import h5py
     import numba
 
@@ -429,8 +440,10 @@ def _metadata(comm, checkpoint, command):
         if command:
             resume["command"] = command
         meta["resumes"] = list(meta.get("resumes", [])) + [resume]
+        meta.setdefault("run_id", io.run_id(meta, cfg.to_dict()))
         return meta
     return {
+        "run_id": comm.bcast(uuid.uuid4().hex if comm.Get_rank() == 0 else None, root=0), **_sources(comm, cfg),
         "hpc_es": __version__, "python": platform.python_version(), "numpy": np.__version__,
         "numba": numba.__version__, "h5py": h5py.__version__, **comm_mod.library_versions(),
         "ranks": comm.Get_size(), "hosts": hosts, "blas_threads": blas_threads() or 0,

@@ -19,7 +19,11 @@ def _write(root, name, preset, seed, acc, rho=None, overrides=(), complete=True)
         hist["rho_sgd_self"] = np.full(len(acc) * 10, 0.4)
     out = os.path.join(root, name)
     done = cfg["run"]["iterations"] if complete else int(it[-1])  # complete: as if validated at these points only
-    io.save_results(out, cfg, {"completed_iterations": done, "ranks": 2}, hist, np.zeros(4, np.float32))
+    meta = {"completed_iterations": done, "ranks": 2, "run_id": f"test-{os.path.join(str(root), name)}"}
+    source = cfg["proxy"].get("rho_from")
+    if cfg["run"]["method"] == "proxy" and source and os.path.exists(source):  # as training records it
+        meta["rho_from_id"] = io.run_id_of(source)
+    io.save_results(out, cfg, meta, hist, np.zeros(4, np.float32))
     return out
 
 
@@ -283,28 +287,29 @@ def test_proxy_gap_finds_the_sigma_where_the_proxy_stops_predicting_es(tmp_path,
 
 
 def test_a_run_given_twice_is_counted_once(tmp_path, caplog):
-    """A run and its archive under the paths given load as one run, with a warning naming the
-    copy left out; a copy continued to more iterations, and a second run of the same config
-    started at another time, are runs of their own."""
+    """One record per run id: a run, its archive and a copy continued further load as one run,
+    the one furthest along, with a warning naming the copies left out; another run of the same
+    config (another id) is a run of its own; files of versions without ids get one derived from
+    their start stamp and config, the same for each copy."""
     from hpc_es import cli
-    def save(path, started, done):
-        cfg = config.load("sgd_small_local", ["run.seed=3", f"run.iterations={done}"]).to_dict()
-        io.save_results(str(path), cfg, {"completed_iterations": done, "started": started},
-                        {"eval_iteration": [done], "val_accuracy": [0.5 + done / 1000], "seconds_total": np.ones(done)},
-                        np.zeros(4, np.float32))
-    save(tmp_path / "runs" / "a", "2026-11-28T10:00:00", 200)
+    def save(path, run_id, done, started="2026-11-28T10:00:00"):
+        cfg = config.load("sgd_small_local", ["run.seed=3", "run.iterations=400"]).to_dict()
+        meta = {"completed_iterations": done, "started": started, **({"run_id": run_id} if run_id else {})}
+        io.save_results(str(path), cfg, meta, {"eval_iteration": [done], "val_accuracy": [0.5 + done / 1000],
+                                              "seconds_total": np.ones(done)}, np.zeros(4, np.float32))
+    save(tmp_path / "runs" / "a", "id-a", 200)
     assert cli.main(["archive", str(tmp_path / "runs"), "--to", str(tmp_path / "kept")]) == 0
-    save(tmp_path / "longer" / "a", "2026-11-28T10:00:00", 400)   # the same run, continued in a copy
-    save(tmp_path / "again" / "a", "2026-11-28T11:00:00", 200)    # the same config, run again
+    save(tmp_path / "longer" / "a", "id-a", 400)   # the same run, continued in a copy
+    save(tmp_path / "again" / "a", "id-b", 200)    # the same config, run again
     with caplog.at_level("WARNING", logger="hpc_es"):
         loaded = runs_mod.load_runs([str(tmp_path / d) for d in ("runs", "kept", "longer", "again")])
-    original, archived = str(tmp_path / "runs" / "a" / io.RESULTS), str(tmp_path / "kept" / "runs" / "a" / io.RESULTS)
-    paths = sorted(r.path for r in loaded)
-    assert len(paths) == 3 and str(tmp_path / "again" / "a" / io.RESULTS) in paths and \
-        str(tmp_path / "longer" / "a" / io.RESULTS) in paths and (original in paths) != (archived in paths)
-    assert "1 results file(s) are copies of a run given twice, counted once: " in caplog.text
-    assert f"{original} (a copy of {archived})" in caplog.text or f"{archived} (a copy of {original})" in caplog.text
-
+    assert sorted((r.run_id, r.completed) for r in loaded) == [("id-a", 400), ("id-b", 200)]
+    assert "2 results file(s) are copies of a run given twice, counted once: " in caplog.text
+    assert f"{tmp_path / 'runs' / 'a' / io.RESULTS} (a copy of {tmp_path / 'longer' / 'a' / io.RESULTS})" in caplog.text
+    save(tmp_path / "old" / "a", None, 200)  # written before run ids
+    assert cli.main(["archive", str(tmp_path / "old"), "--to", str(tmp_path / "old_kept")]) == 0
+    old = runs_mod.load_runs([str(tmp_path / "old"), str(tmp_path / "old_kept")])
+    assert len(old) == 1 and old[0].run_id.startswith("legacy-")
 
 def test_archive_keeps_what_the_analyses_read_without_theta(tmp_path, capsys):
     """`hpc-es archive` copies results files with their config, metadata and history but no theta,

@@ -103,8 +103,18 @@ def test_resume_of_a_finished_run_changes_nothing_and_a_real_resume_keeps_the_me
     assert res["completed_iterations"] == 5 and res["started"] == first["started"] and res["ranks"] == 1
     assert [(r["iteration"], r["ranks"]) for r in res["resumes"]] == [(3, 1)]
     assert "--resume auto" in res["resumes"][0]["command"]
+    assert len(first["run_id"]) == 32 and res["run_id"] == first["run_id"]  # the run's identity survives resumes
     # validation starts at theta_0, so every curve starts at iteration 0
     assert list(res["history"]["eval_iteration"]) == [0, 1, 2, 3, 4, 5]
+    # a run that reads another records that run's id: a proxy following this run's (fake) rho
+    res["history"]["rho"] = np.full(5, 0.1)
+    io.save_results(out, res["config"], {"run_id": res["run_id"], "completed_iterations": 5}, res["history"],
+                    res["theta"])
+    proxy = str(tmp_path / "proxy")
+    assert _cli("train", "sgd_small_local", "--set", "run.method=proxy", "--set", f"proxy.rho_from={path}",
+                "--set", "run.iterations=2", "--set", "run.eval_every=0", "--data-dir", mnist_dir,
+                "--out", proxy).returncode == 0
+    assert io.read_results(os.path.join(proxy, io.RESULTS))["rho_from_id"] == first["run_id"]
 
 
 def test_resume_auto_starts_a_new_run_where_there_is_no_checkpoint(mnist_dir, tmp_path):
