@@ -139,6 +139,15 @@ def _parser():
                         help="also compare two runs' validation curves (Fig. 2), repeatable")
     report.set_defaults(func=_report)
 
+    camp = sub.add_parser("campaign", help="run, report on or archive the runs a campaign file plans "
+                          "(campaigns/*.toml; resumable: skips what is finished)")
+    camp.add_argument("action", choices=["run", "status", "archive"])
+    camp.add_argument("file", help="campaign TOML file, e.g. campaigns/first_order.toml")
+    camp.add_argument("--root", help="directory of the run directories (default: the file's root)")
+    camp.add_argument("--jobs", type=_positive, default=1, help="runs at a time (run; default 1)")
+    camp.add_argument("--to", help="archive into this directory (default: the file's archive)")
+    camp.set_defaults(func=_campaign)
+
     repro = sub.add_parser("reproduction", help="docs/REPRODUCTION.md from the committed archives: every claim of "
                            "the paper beside ours, how ours was obtained, statistics and a verdict")
     repro.add_argument("archives", nargs="?", default=os.path.join("docs", "runs"),
@@ -329,6 +338,19 @@ def _plot(args):
 def _usage_error(message):
     from hpc_es.io import RunDirError
     return RunDirError(message)
+
+
+def _campaign(args):
+    from hpc_es import campaign
+    plan = campaign.load(args.file, args.root)
+    if args.action == "status":
+        print("\n".join(campaign.status(plan)))
+    elif args.action == "archive":
+        print(f"{campaign.archive(plan, args.to)} runs archived into {args.to or plan.archive}")
+    else:
+        failed = campaign.run(plan, args.jobs, say=lambda line: print(line, flush=True))
+        print("\n".join(campaign.status(plan)[-1:]))
+        return 1 if failed else 0
 
 
 def _reproduction(args):

@@ -70,6 +70,16 @@ def _lock_is_stale(owner):
     return None
 
 
+def lock_holder(out):
+    """Who holds ``out``'s lock ("host H, pid P"), or None when there is none or its owner is gone."""
+    try:
+        with open(os.path.join(out, LOCK)) as f:
+            owner = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return None if _lock_is_stale(owner) else f"host {owner.get('host')}, pid {owner.get('pid')}"
+
+
 def acquire_lock(out):
     """Claim ``out`` for this process: create ``out/.lock`` atomically. A lock whose owner is
     alive (or on another host, where we cannot tell) is refused with its host and pid; a

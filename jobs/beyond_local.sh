@@ -15,7 +15,8 @@
 #          layers  ES on the small net to >= 90% with per-layer rho logged; tf_tutorial: the
 #                  proxy (seed 0, its SGD self-correlation logged) with real ES at N = 10,000
 #                  at iterations 0, 250, 500, 1,000, 2,000                    (~1.3 + ~0.8)
-#          first_order  first-order ES (issue 27, ours): validation against real ES on the small net
+#          first_order  campaigns/first_order.toml (hpc-es campaign run): first-order ES (issue 27,
+#                  ours): validation against real ES on the small net
 #                  (N = 1,000, sigma 0.002, 300 it., seeds 0-2, both methods: ~1.2), the first-order
 #                  twins of section sigma's ES runs (~0.3), Fig. 3 at paper scale (limited,
 #                  uniform and size draw, 5 seeds: ~1.7), SGD on tf_tutorial (5 seeds: ~0.8)
@@ -169,24 +170,9 @@ layers_run() {  # the sigma = 0.002 seed 0 run of section sigma, continued (its 
 }
 if wants layers; then spawn layers_tf; spawn layers_run; fi
 
-FO_CHECK="--set es.n_offspring=1000 --set run.iterations=300 --set run.eval_every=10 --set measure.sgd_self_correlation=false"
-if wants first_order; then  # what licenses the instrument first: the validation against real ES
-  for seed in 0 1 2; do for m in es es_first_order; do
-    spawn run first_order/check/${m}_seed$seed corr_small_local --set run.method=$m --set run.seed=$seed $FO_CHECK
-  done; done
-  for seed in 0 1 2; do for s in $SIGMAS; do  # beside section sigma's ES runs: same preset, sigma and seed
-    spawn run first_order/sigma/fo_s${s}_seed$seed corr_small_local --set run.method=es_first_order \
-      --set es.sigma=$s --set run.seed=$seed --set measure.sgd_self_correlation=false --set run.eval_every=10
-  done; done
-  for seed in $SEEDS5; do for c in uniform size; do
-    spawn run first_order/fig3_$c/seed$seed fo_limited_tf_paper --set es.bucket_choice=$c --set run.seed=$seed
-  done; done
-  # SGD's five short runs (~10 min each) before first-order ES's five long ones (~1.5 h each): a
-  # session that ends mid-queue keeps complete comparisons, and the long runs resume next time
-  for seed in $SEEDS5; do  # Fig. 1's SGD on the same seeds (the proxy at 3.9% is section limited's fig2_tf)
-    spawn run first_order/fig1_sgd/seed$seed sgd_tf_paper $TF --set run.seed=$seed
-  done
-  for seed in $SEEDS5; do spawn run first_order/fig1/seed$seed fo_tf_paper --set run.seed=$seed; done
+if wants first_order; then  # campaigns/first_order.toml, after the sections above: it runs $max_jobs at a time itself
+  while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
+  python -m hpc_es campaign run "$home/campaigns/first_order.toml" --root "$root" --jobs "$max_jobs" || failed=$((failed + 1))
 fi
 
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
