@@ -56,13 +56,18 @@ def es_accuracy(ev):
                 quote="After 2,000 iterations ES with this correlation level achieves an average validation "
                       "accuracy of 96.99% across 5 runs", paper=paper.text("acc_es_tf_10k"), rule="value")
     out = []
+    proxies = ev.under("fig2_tf")
     for prefix, how, label in ((FO_FULL, "first_order", "first-order ES, N = 10,000"),
                                ("fig2_tf", "proxy", "the proxy at rho 3.9%")):
         runs = ev.under(prefix)
         if runs:
             acc = finals(runs)
             verdict, _ = _value_verdict(acc, "acc_es_tf_10k", how, "consistent via an instrument")
-            out.append(Claim(**base, how=how, verdict=verdict, sources=(prefix,),
+            beside = ""
+            if how == "first_order" and proxies:  # what the proxy's isotropic assumption costs or gains
+                text, _, _ = compare_text(acc, finals(proxies), ("first-order ES", "the proxy"))
+                beside = text + paired_text(by_seed(runs), by_seed(proxies))
+            out.append(Claim(**base, how=how, verdict=verdict, sources=(prefix,), statistics=beside,
                              ours=f"{label}: {spread(acc)}; median {100 * (np.median(acc)) - paper.value('acc_es_tf_10k'):+.2f} "
                                   "points from the paper's mean"))
     return out or [Claim(**base, remake=FO_QUEUE)]
@@ -299,6 +304,28 @@ def limited_rho(ev):
     return out
 
 
+def layer_rho_along_runs(ev):
+    """Per-layer rho of full and limited first-order ES along their 2,000 iterations (Fig. 3's arms)."""
+    out = []
+    for prefix in (FO_FULL,) + FO_LIMITED:
+        runs = [r for r in ev.under(prefix) if "rho_fc1" in r.history]
+        if not runs:
+            continue
+        names = sorted(k[len("rho_"):] for k in runs[0].history if k.startswith("rho_") and k[4:] in
+                       ("conv1", "conv2", "fc1", "fc2"))
+        cells = []
+        for n in names:  # a layer no perturbation touched in an iteration has no rho there (nan)
+            values = [np.asarray(r.history[f"rho_{n}"], float) for r in runs]
+            undefined = sum(int(np.isnan(v).sum()) for v in values)
+            cells.append(f"{n} {pct(np.median([np.nanmean(v) for v in values]), 1)}" +
+                         (f" (undefined in {undefined:,} of {sum(v.size for v in values):,} iterations: no "
+                          "perturbation there)" if undefined else ""))
+        out.append(_beyond("layer_rho_fig3", "Per-layer rho of Fig. 3's arms along the run (medians over runs "
+                           "of each run's mean)", how="first_order", sources=(prefix,),
+                           ours=f"{prefix.split('/')[-1]} ({len(runs)} runs): " + "; ".join(cells)))
+    return out
+
+
 def layer_rho(ev):
     out = []
     for prefix, how in (("layers_tf", "real_es_paper"), ("layers_small", "real_es_local")):
@@ -381,4 +408,4 @@ def smoothing(ev):
 
 PAPER = (rho_full_es, es_accuracy, sgd_accuracy, sgd_self_correlation, proxy_tracks_es, table1, population,
          master_cost, limited_vs_full, workers, nominibatch, ninety_nine)
-BEYOND = (limited_rho, layer_rho, where_instruments_fail, dose_response, smoothing)
+BEYOND = (limited_rho, layer_rho, layer_rho_along_runs, where_instruments_fail, dose_response, smoothing)
