@@ -7,7 +7,8 @@
 #                  seeds), limited ES's rho, the population for 20% (checkpointed every 20 blocks
 #                  of 1,000)                                                  (~9 core-hours)
 #          table1  Table 1's three arms, small net, 40,000 iterations, 5 seeds  (~4.5 core-hours)
-#          sigma   ES at sigma 0.002..0.2 beside a proxy that follows its rho, 3 seeds (~4.3)
+#          sigma   campaigns/sigma.toml: ES at sigma 0.002..0.2 beside a proxy that follows its rho,
+#                  3 seeds (~4.3)
 #          limited tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
 #                  2,000 iterations, 5 seeds each (3.9%'s seeds 0-2 too unless paper is named) (~3.8)
 #          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
@@ -108,20 +109,6 @@ if wants table1; then  # the runs `hpc-es table1 table1_small_local --runs 5` wo
   done
 fi
 
-SIGMAS="0.002 0.02 0.05 0.1 0.2"
-sigma_pair() {  # ES at sigma $1, seed $2, then the proxy that follows the rho it measured
-  local s=$1 seed=$2
-  run sigma/es_s${s}_seed$seed corr_small_local --set es.sigma=$s --set run.seed=$seed \
-    --set measure.sgd_self_correlation=false --set run.eval_every=10 &&
-  run sigma/proxy_s${s}_seed$seed proxy_small_local --set proxy.rho_from="$root/sigma/es_s${s}_seed$seed/results.h5" \
-    --set run.seed=$seed --set run.eval_every=10
-}
-if wants sigma; then  # (sigma 0.002, seed 0) goes with section layers when both are asked for
-  for seed in 0 1 2; do for s in $SIGMAS; do
-    if [ "$s/$seed" != 0.002/0 ] || ! wants layers; then spawn sigma_pair "$s" "$seed"; fi
-  done; done
-fi
-
 if wants limited; then  # 3.9%: Fig. 2's proxy runs (section paper makes seeds 0-2), beside limited
   # ES's measured rho with the uniform bucket draw, seed by seed, so that a queue cut short leaves
   # two comparable arms; then the size-proportional draw's rho
@@ -157,23 +144,19 @@ if wants dose; then
 fi
 
 LAYERS_ITERATIONS=${LAYERS_ITERATIONS:-1200}  # the rho-9% proxy passes 90% near iteration 900
-layers_run() {  # the sigma = 0.002 seed 0 run of section sigma, continued (its first 200 iterations reused)
-  local src=$root/sigma/es_s0.002_seed0 dst=$root/layers_small/es
-  if wants sigma; then sigma_pair 0.002 0 || return; fi
-  if [ ! -e "$dst" ]; then
-    run sigma/es_s0.002_seed0 corr_small_local --set es.sigma=0.002 --set run.seed=0 \
-      --set measure.sgd_self_correlation=false --set run.eval_every=10 || return
-    mkdir -p "$root/layers_small" && cp -r "$src" "$dst.tmp" && mv "$dst.tmp" "$dst"
-  fi
+layers_run() {  # section sigma's (0.002, seed 0) ES run, made again to more iterations in its own directory
+  # (the same trajectory over their common 200 iterations; runs are never copied: a copy would share its run id)
   run layers_small/es corr_small_local --set es.sigma=0.002 --set run.seed=0 --set measure.sgd_self_correlation=false \
     --set run.eval_every=10 --set run.iterations=$LAYERS_ITERATIONS
 }
 if wants layers; then spawn layers_tf; spawn layers_run; fi
 
-if wants first_order; then  # campaigns/first_order.toml, after the sections above: it runs $max_jobs at a time itself
-  while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
-  python -m hpc_es campaign run "$home/campaigns/first_order.toml" --root "$root" --jobs "$max_jobs" || failed=$((failed + 1))
-fi
+for c in sigma first_order; do  # campaigns/$c.toml, after the sections above: each runs $max_jobs at a time
+  if wants "$c"; then  # (every run in its own directory: none waits for another section's)
+    while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
+    python -m hpc_es campaign run "$home/campaigns/$c.toml" --root "$root" --jobs "$max_jobs" || failed=$((failed + 1))
+  fi
+done
 
 while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
 [ "$failed" = 0 ] || echo "jobs/beyond_local.sh: $failed runs failed (see above); the tables below leave them out" >&2

@@ -138,3 +138,13 @@ def test_a_campaign_runs_for_real_resumes_and_archives_without_theta(mnist_dir, 
     assert "0 runs archived" in capsys.readouterr().out
     with pytest.raises(io.RunDirError, match="archived copy without its theta"):
         io.load_theta(str(tmp_path / "kept" / "first" / io.RESULTS), 4)
+
+
+def test_every_campaign_file_of_the_checkout_is_valid():
+    """The shipped campaigns load whole (every preset and override checked), each run once."""
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "campaigns")
+    files = sorted(f for f in os.listdir(here) if f.endswith(".toml"))
+    assert "first_order.toml" in files and "sigma.toml" in files
+    for name in files:
+        plan = campaign.load(os.path.join(here, name))
+        assert plan.runs and len({p.dir for p in plan.runs}) == len(plan.runs)
