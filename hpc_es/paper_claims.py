@@ -34,7 +34,8 @@ def rho_full_es(ev):
     if real:
         rho = [float(np.mean(r.history["rho"])) for r in real]
         theory = float(np.mean([np.mean(r.history["rho_theory"]) for r in real]))
-        verdict, how = _value_verdict(rho, "rho_es_tf_10k", "real_es_paper", "reproduced")
+        # real ES, but at thetas of the proxy's trajectory, not along ES's own run: the proxy supplies the thetas
+        verdict, how = _value_verdict(rho, "rho_es_tf_10k", "real_es_paper", "consistent via an instrument")
         out.append(Claim(**base, how=how, verdict=verdict, sources=("layers_tf",),
                          ours=f"{spread(rho)}: one real ES iteration each at {len(real)} thetas along the proxy's "
                               f"trajectory (0 to 2,000 iterations), not along ES's own run; theory (ours) {pct(theory)}"))

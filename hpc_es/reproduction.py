@@ -73,8 +73,9 @@ def generate(root, label=None):
             lines.append(f"- {c.what} ({c.where}): \"{c.quote}\"")
     lines += ["", "## How a verdict is reached (ours)", ""]
     lines += [f"- **{key}**: {text}." for key, text in RULES.items()]
-    lines += ["- An instrument (first-order ES, the proxy) can give at most **consistent via an instrument**; a real "
-              "run smaller than the paper's at most **reproduced at local scale**; a projection **projected only**.",
+    lines += ["- An instrument (first-order ES, the proxy, or real ES measured at thetas another method reached) can "
+              "give at most **consistent via an instrument**; a real run smaller than the paper's at most "
+              "**reproduced at local scale**; a projection **projected only**.",
               "", "Ways of obtaining a number, most direct first: " + "; ".join(
                   v for k, v in HOW.items() if k != "none") + ".", "", "## Sources", ""]
     sources = [f"- {c.what} ({HOW[c.how]}): {', '.join(f'`{s}`' for s in c.sources)}" for c in paper + beyond
