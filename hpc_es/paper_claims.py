@@ -99,8 +99,8 @@ def sgd_self_correlation(ev):
             first = float(np.median([np.mean(r.history["rho_sgd_self"][:100]) for r in runs]))
             verdict, _ = _value_verdict(whole, "rho_sgd_self", how, "consistent via an instrument")
             out.append(Claim(**base, how=how, verdict=verdict, sources=(prefix,),
-                             ours=f"{label}, whole-run mean: {spread(whole)}; over the first 100 iterations "
-                                  f"{pct(first)} (median; a window we looked at after seeing the data: "
+                             ours=f"{label}, whole-run mean: {spread(whole)}; mean over the first 100 iterations "
+                                  f"{pct(first)} (median over runs; a window we looked at after seeing the data: "
                                   "exploratory; the paper does not say which iterations it averaged)"))
     return out or [Claim(**base, remake=FO_QUEUE)]
 
