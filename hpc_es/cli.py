@@ -244,7 +244,7 @@ def _setup_logging(verbose):
 
 
 def _train(args):
-    from hpc_es import comm, config, experiments, train
+    from hpc_es import comm, config, experiments, kinds, train
     from hpc_es.text import plural
     world = comm.world()
     comm.check_launch(world)
@@ -256,10 +256,11 @@ def _train(args):
             raise config.ConfigError("--resume needs --out DIR (the run directory to continue)")
         stem = os.path.splitext(os.path.basename(args.config))[0]
         out = world.bcast(os.path.join("runs", time.strftime(f"{stem}-%Y%m%d-%H%M%S")), root=0)
-    run = experiments.population if cfg.run.method == "population" else train.run
+    population = kinds.of(cfg.to_dict()).name == "population"
+    run = experiments.population if population else train.run
     theta, history = run(cfg, world, out=out, resume=args.resume, force=args.force, quiet=args.quiet,
                          command=args.command_line)
-    if world.Get_rank() == 0 and cfg.run.method == "population":
+    if world.Get_rank() == 0 and population:
         n, rho = history["population_n"][-1], history["population_rho"][-1]
         verdict = "reached" if history["population_reached"][0] else "NOT reached"
         print(f"population: rho = {100 * rho:.2f}% at N = {n} pseudo-offspring (target "
@@ -534,7 +535,7 @@ def _verify(args):
 def _plan(args):
     import json
 
-    from hpc_es import config, costs, data
+    from hpc_es import config, costs, data, kinds
     cfg = _load_config(args)
     try:
         ranks = [int(r) for r in args.ranks.split(",")]
@@ -544,7 +545,8 @@ def _plan(args):
         raise config.ConfigError(f"--ranks {args.ranks!r}: expected positive integers, comma-separated")
     name = os.path.splitext(os.path.basename(args.config))[0]
     script, header = costs.job_script(name)
-    table1 = name.startswith("table1")
+    kind = kinds.of(cfg.to_dict())
+    table1 = kind.name == "table1"
     rhos = _rhos(args.rhos) if table1 else []
     runs = args.runs or (header.get("runs") if not table1 else None) or (20 if table1 else 1)
     if args.units:
@@ -560,7 +562,7 @@ def _plan(args):
     network = costs.Network.from_json(args.network) if args.network else costs.Network()
     from hpc_es import runs as runs_mod
     what = "Table 1" if table1 else runs_mod.describe(cfg.to_dict())
-    if cfg.run.method == "population":  # its iterations are blocks: as many as the target needs
+    if kind.name == "population":  # its iterations are blocks: as many as the target needs
         length = (f"blocks of {cfg.population.step:,} offspring up to rho = {cfg.population.target_rho:g} "
                   f"(at most {cfg.population.max_offspring:,})")
     else:
@@ -582,14 +584,15 @@ def _plan(args):
 
 
 def _presets(args):
-    from hpc_es import config, runs
+    from hpc_es import config, kinds, runs
     print("presets (hpc-es train NAME; the first comment lines of hpc_es/presets/NAME.toml say more):")
     for name in config.presets():
         cfg = config.load(name).to_dict()
         net, it = cfg["net"]["arch"], f"{cfg['run']['iterations']:,} iterations"
-        if name.startswith("table1"):
-            what = f"Table 1 (run with `hpc-es table1`): SGD and ES proxies on {net}, {it} per run"
-        elif cfg["run"]["method"] == "population":
+        kind = kinds.of(cfg)
+        if kind.name == "table1":
+            what = f"Table 1 (run with `{kind.command}`): SGD and ES proxies on {net}, {it} per run"
+        elif kind.name == "population":
             pc = cfg["population"]
             what = (f"pseudo-offspring needed for rho = {100 * pc['target_rho']:g}% on {net}, "
                     f"+{pc['step']:,} at a time")

@@ -121,6 +121,9 @@ class RunConfig:
                        "first-order rewards; ours), proxy (SGD + noise at proxy.rho), population (offspring "
                        "needed for population.target_rho at fixed theta)",
                        choices=("sgd", "es", "es_first_order", "proxy", "population"))
+    experiment: str = _opt("training", "what the config is for: training (one run of `hpc-es train`) or table1 "
+                           "(the base config of `hpc-es table1`: each arm a training run); see hpc_es.kinds",
+                           choices=("training", "table1"))
     iterations: int = _opt(2000, "optimizer updates (paper: 2,000)", lo=1, hi=10**9)
     seed: int = _opt(0, "run seed: keys every random draw of iteration t", lo=0, hi=2**63 - 1)
     eval_every: int = _opt(100, "validate on all 10,000 test images every k iterations (0: at the end only)",
@@ -136,7 +139,7 @@ ES_METHODS = ("es", "es_first_order")  # the methods that train on an ES populat
 MOVED_KEYS = {"population.theta_from": "net.theta_from"}
 
 # Keys that do not change the trajectory of theta: a resume may change them.
-RESUMABLE_KEYS = ("run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
+RESUMABLE_KEYS = ("run.experiment", "run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
                   "run.log_every", "data.dir", "data.verify", "measure.correlation",
                   "measure.sgd_self_correlation", "es.aggregation",
                   "population.target_rho", "population.max_offspring")  # where a population stops, not its curve

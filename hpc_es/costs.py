@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hpc_es import kinds
+
 TEST_IMAGES = 10_000
 
 
@@ -375,13 +377,13 @@ def job_script(preset):
 def full_scale(presets, units, network=None, table1_runs=20, rhos=(0.04, 0.2)):
     """Per paper-scale preset, as its job script runs it (ranks and array size from the
     script's header): [(preset, script, ranks, runs, Prediction of one run, core-hours of all)]."""
-    from hpc_es import config
+    from hpc_es import config, kinds
     rows = []
     for name in presets:
         cfg = config.load(name)
         script, header = job_script(name)
         ranks = header.get("ntasks", 1)
-        if name.startswith("table1"):
+        if kinds.of(cfg.to_dict()).name == "table1":
             p = predict(cfg, ranks, units, network, runs=table1_runs, rhos=rhos)
             rows.append((name, script, ranks, table1_runs * (1 + len(rhos)), p, p.core_hours))
         else:
@@ -394,7 +396,7 @@ def full_scale(presets, units, network=None, table1_runs=20, rhos=(0.04, 0.2)):
 def describe(prediction, network):
     """Lines for ``hpc-es plan``."""
     p = prediction
-    unit = "block" if p.config["run"]["method"] == "population" else "iteration"  # a population's iterations
+    unit = kinds.of(p.config).unit  # a population's iterations are blocks of offspring
     lines = [f"{p.ranks:,} ranks ({p.ranks_per_node} per node), {p.iterations:,} {unit}s",
              f"per {unit}: " + ", ".join(f"{k} {_s(v)}" for k, v in p.phases.items() if v) +
              f" = {_s(p.per_iteration)}",

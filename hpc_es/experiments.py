@@ -72,7 +72,7 @@ def _table1_runs(mine, base_cfg, out, dataset):
     """Table 1's runs ``mine`` [(method, seed)], each serial; {(method, seed): final accuracy}."""
     results = {}
     for method, seed in mine:
-        overrides = {"run": {"seed": seed}}
+        overrides = {"run": {"seed": seed, "experiment": "training"}}  # each arm is a training run
         if method != "sgd":
             overrides["run"]["method"] = "proxy"
             overrides["proxy"] = {"rho": float(method.split("_", 1)[1])}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc_es import config, io
+from hpc_es import config, io, kinds
 
 # Which figure is about what (Sec. 4 of the paper); :func:`selects` says which runs belong.
 FIGURES = {
@@ -87,16 +87,8 @@ def find_results(paths, name=io.RESULTS):
 
 
 def finished(cfg, history, completed):
-    """Whether a run with config dict ``cfg``, ``history`` and ``completed`` iterations (-1: not
-    recorded) has done all it was asked: a training run every ``run.iterations``; a population
-    experiment (whose iterations are blocks of offspring) reached the target or the cap that
-    ``cfg`` names (a resume may raise either: the run is then unfinished again)."""
-    if completed < 0:
-        return True
-    if cfg["run"]["method"] == "population":
-        rho, n, pop = history.get("population_rho", []), history.get("population_n", []), cfg["population"]
-        return len(n) > 0 and (rho[-1] >= pop["target_rho"] or n[-1] >= pop["max_offspring"])
-    return completed >= cfg["run"]["iterations"]
+    """Whether a run has done all its config asks (:func:`hpc_es.kinds.finished`)."""
+    return kinds.finished(cfg, history, completed)
 
 
 def load_runs(paths):

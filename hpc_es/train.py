@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc_es import __version__, comm as comm_mod, config, drift, faults, io, nets, optim, runs, steps
+from hpc_es import __version__, comm as comm_mod, config, drift, faults, io, kinds, nets, optim, runs, steps
 from hpc_es import data as data_mod
 from hpc_es.steps import PHASES
 from hpc_es.text import plural
@@ -89,7 +89,7 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
     another run's files there. A run already complete is left unchanged ("nothing to do").
     ``command``: the command line to record in the results (the CLI passes its own).
     """
-    if cfg.run.method == "population":
+    if kinds.of(cfg.to_dict()).name == "population":
         raise config.ConfigError("run.method = 'population' is an experiment, not training: use "
                                  "hpc_es.experiments.population (`hpc-es train` dispatches to it)")
     with session(cfg, comm, out, resume, force, dataset, quiet, cfg.run.method in config.ES_METHODS, command) as s:
@@ -245,7 +245,7 @@ def nothing_to_do(s):
     nothing, except write results.h5 if a crash left it missing or older than the checkpoint."""
     problem = None
     if s.comm.Get_rank() == 0:
-        if s.cfg.run.method == "population":
+        if kinds.of(s.cfg.to_dict()).name == "population":
             log.info("%s: nothing to do: the population stopped at N = %d (target rho %.3f, cap %d; raise "
                      "population.target_rho or max_offspring with --set to continue)", s.out,
                      s.history["population_n"][-1], s.cfg.population.target_rho, s.cfg.population.max_offspring)

@@ -1,0 +1,50 @@
+"""What a config is for, in one place: the kinds of experiment and what each needs elsewhere.
+
+A config is one of:
+
+* ``training``: one run of ``hpc-es train`` (SGD, ES, first-order ES, the proxy); one iteration
+  is one update of theta; finished at ``run.iterations``;
+* ``population``: ``run.method = "population"``, the pseudo-offspring a target rho needs at a
+  fixed theta (:func:`hpc_es.experiments.population`); one iteration is one block of
+  ``population.step`` offspring; finished at the target or the cap;
+* ``table1``: ``run.experiment = "table1"``, the base config of ``hpc-es table1`` (SGD and a
+  proxy per rho, seeds spread over the ranks); each arm is a training run.
+
+:func:`of` says which; the command line, the cost model and the run catalogue ask it instead of
+recognising a kind by a preset's name or a method's value. Pure: no MPI, no I/O.
+"""
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    unit: str          # what one of its iterations is, in words
+    command: str       # the command that runs it
+
+
+KINDS = {
+    "training": Kind("training", "iteration", "hpc-es train"),
+    "population": Kind("population", "block", "hpc-es train"),
+    "table1": Kind("table1", "iteration", "hpc-es table1"),
+}
+
+
+def of(cfg):
+    """The :class:`Kind` of a config dict (files of earlier versions lack ``run.experiment``)."""
+    if cfg["run"]["method"] == "population":
+        return KINDS["population"]
+    return KINDS[cfg["run"].get("experiment", "training")]
+
+
+def finished(cfg, history, completed):
+    """Whether a run with config dict ``cfg``, ``history`` and ``completed`` iterations (-1: not
+    recorded) has done all it was asked: a population at its target or at the cap its config
+    names (a resume may raise either: the run is then unfinished again); anything else at
+    ``run.iterations``."""
+    if completed < 0:
+        return True
+    if of(cfg).name == "population":
+        rho, n, pop = history.get("population_rho", []), history.get("population_n", []), cfg["population"]
+        return len(n) > 0 and (rho[-1] >= pop["target_rho"] or n[-1] >= pop["max_offspring"])
+    return completed >= cfg["run"]["iterations"]
