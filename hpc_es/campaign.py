@@ -123,12 +123,22 @@ def state(campaign, planned):
         return "busy", io.lock_holder(out)
     if not os.path.exists(results):
         return ("partial", "checkpoint only") if os.path.exists(os.path.join(out, io.CHECKPOINT)) else ("missing", "")
-    res = io.read_results(results)
-    cfg = config.apply_overrides(res["config"], list(planned.overrides))
+    done, cfg = finished(out, planned.overrides)
+    if done:
+        return "done", f"{cfg['completed']:,} iterations"
+    return "partial", f"{cfg['completed']:,} of {cfg['run']['iterations']:,} iterations"
+
+
+def finished(out, overrides=()):
+    """(whether the run in directory ``out`` has done what its config with ``overrides`` applied
+    asks, that config with its iterations done as "completed"); (False, None) without results."""
+    path = os.path.join(out, io.RESULTS)
+    if not os.path.exists(path):
+        return False, None
+    res = io.read_results(path)
+    cfg = config.apply_overrides(res["config"], list(overrides))
     done = res.get("completed_iterations", -1)
-    if runs_mod.finished(cfg, res["history"], done):
-        return "done", f"{done:,} iterations"
-    return "partial", f"{done:,} of {cfg['run']['iterations']:,} iterations"
+    return runs_mod.finished(cfg, res["history"], done), {**cfg, "completed": done}
 
 
 def status(campaign):

@@ -148,6 +148,12 @@ def _parser():
     camp.add_argument("--to", help="archive into this directory (default: the file's archive)")
     camp.set_defaults(func=_campaign)
 
+    fin = sub.add_parser("finished", help="exit 0 when every run directory given holds a finished run (as "
+                         "its config with the --set overrides asks), else 1 (for job scripts)")
+    fin.add_argument("dirs", nargs="+", metavar="DIR")
+    fin.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    fin.set_defaults(func=_finished)
+
     repro = sub.add_parser("reproduction", help="docs/REPRODUCTION.md from the committed archives: every claim of "
                            "the paper beside ours, how ours was obtained, statistics and a verdict")
     repro.add_argument("archives", nargs="?", default=os.path.join("docs", "runs"),
@@ -352,6 +358,16 @@ def _campaign(args):
         failed = campaign.run(plan, args.jobs, say=lambda line: print(line, flush=True))
         print("\n".join(campaign.status(plan)[-1:]))
         return 1 if failed else 0
+
+
+def _finished(args):
+    from hpc_es import campaign, io
+    for out in args.dirs:
+        if os.path.exists(os.path.join(out, io.LOCK)) and io.lock_holder(out):
+            return 1  # another process is still at it
+        if not campaign.finished(out, args.overrides)[0]:
+            return 1
+    return 0
 
 
 def _reproduction(args):

@@ -6,23 +6,11 @@
 # returns at once when that run is complete; so a script of runs can simply be started again
 # after an interruption.
 complete() {
-  local dir
-  for dir in "$@"; do
-    [ "$dir" != -- ] || break
-    [ -f "$dir/results.h5" ] && [ ! -f "$dir/.lock" ] || return 1
-  done
-  python - "$@" <<'PY'
-import sys
-from hpc_es import config, io, runs
-args = sys.argv[1:]
-dirs, train = (args[:args.index("--")], args[args.index("--") + 1:]) if "--" in args else (args, [])
-sets = [train[i + 1] for i, a in enumerate(train[:-1]) if a == "--set"]
-for out in dirs:
-    res = io.read_results(out + "/results.h5")
-    if not runs.finished(config.apply_overrides(res["config"], sets), res["history"],
-                         res.get("completed_iterations", -1)):
-        sys.exit(1)
-PY
+  local dirs=() sets=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do dirs+=("$1"); shift; done
+  [ $# -gt 0 ] && shift  # the --
+  while [ $# -gt 1 ]; do if [ "$1" = --set ]; then sets+=(--set "$2"); shift; fi; shift; done
+  python -m hpc_es finished "${dirs[@]}" "${sets[@]}" 2> /dev/null
 }
 
 run() {

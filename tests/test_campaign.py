@@ -148,3 +148,14 @@ def test_every_campaign_file_of_the_checkout_is_valid():
     for name in files:
         plan = campaign.load(os.path.join(here, name))
         assert plan.runs and len({p.dir for p in plan.runs}) == len(plan.runs)
+
+
+def test_finished_command_judges_a_run_as_its_overrides_ask(tmp_path):
+    """`hpc-es finished DIR --set ...` (what jobs/_run.sh asks): a 2-iteration run is finished
+    for its own config, not for a raised run.iterations; no run there is not finished."""
+    out = str(tmp_path / "a")
+    cfg = config.load("sgd_small_local", TINY).to_dict()
+    io.save_results(out, cfg, {"completed_iterations": 2}, {"iteration": [1, 2]}, np.zeros(1, np.float32))
+    assert cli.main(["finished", out]) == 0
+    assert cli.main(["finished", out, "--set", "run.iterations=3"]) == 1
+    assert cli.main(["finished", out, str(tmp_path / "nowhere")]) == 1
