@@ -6,10 +6,11 @@
 #                  along 20 iterations (initial and trained theta), Fig. 2 as proxy and SGD (3
 #                  seeds), limited ES's rho, the population for 20% (checkpointed every 20 blocks
 #                  of 1,000)                                                  (~9 core-hours)
-#          table1  Table 1's three arms, small net, 40,000 iterations, 5 seeds  (~4.5 core-hours)
+#          table1  campaigns/table1.toml: Table 1's three arms, small net, 40,000 iterations, 5 seeds
+#                  (~4.5 core-hours)
 #          sigma   campaigns/sigma.toml: ES at sigma 0.002..0.2 beside a proxy that follows its rho,
 #                  3 seeds (~4.3)
-#          limited tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
+#          limited campaigns/limited.toml: tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
 #                  2,000 iterations, 5 seeds each (3.9%'s seeds 0-2 too unless paper is named) (~3.8)
 #          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
 #                  (and SGD, 4%, 20% at 10,000 iterations where Table 1's 40,000 are not here: ~3.5)
@@ -99,30 +100,6 @@ fi
 
 T1="--set run.iterations=40000 --set run.eval_every=10000 --set run.checkpoint_every=2000 --set run.log_every=5000"
 SEEDS5="0 1 2 3 4"
-if wants table1; then  # the runs `hpc-es table1 table1_small_local --runs 5` would make, in the same directories
-  for seed in $SEEDS5; do
-    spawn run t1_40k/table1_small_local/sgd-seed$seed table1_small_local $T1 --set run.seed=$seed
-    for rho in 0.04 0.2; do
-      spawn run t1_40k/table1_small_local/proxy_$rho-seed$seed table1_small_local $T1 --set run.seed=$seed \
-        --set run.method=proxy --set proxy.rho=$rho
-    done
-  done
-fi
-
-if wants limited; then  # 3.9%: Fig. 2's proxy runs (section paper makes seeds 0-2), beside limited
-  # ES's measured rho with the uniform bucket draw, seed by seed, so that a queue cut short leaves
-  # two comparable arms; then the size-proportional draw's rho
-  for seed in $SEEDS5; do
-    if [ "$seed" -gt 2 ] || ! wants paper; then
-      spawn run fig2_tf/seed$seed/proxy_tf_paper proxy_tf_paper $TF --set run.seed=$seed
-    fi
-    spawn run limited_tf/rho0.101/seed$seed proxy_tf_paper $TF --set proxy.rho=0.101 --set run.seed=$seed
-  done
-  for seed in $SEEDS5; do
-    spawn run limited_tf/rho0.089/seed$seed proxy_tf_paper $TF --set proxy.rho=0.089 --set run.seed=$seed
-  done
-fi
-
 DOSE_RHOS="0.01 0.02 0.08 0.16 0.32 0.64"  # with Table 1's 4% and SGD (read at 10,000 iterations)
 DOSE="--set run.iterations=10000 --set run.eval_every=2000 --set run.checkpoint_every=2000"
 t1=$root/t1_40k/table1_small_local
@@ -151,7 +128,7 @@ layers_run() {  # section sigma's (0.002, seed 0) ES run, made again to more ite
 }
 if wants layers; then spawn layers_tf; spawn layers_run; fi
 
-for c in sigma first_order; do  # campaigns/$c.toml, after the sections above: each runs $max_jobs at a time
+for c in table1 sigma limited first_order; do  # campaigns/$c.toml, after the sections above: each runs $max_jobs at a time
   if wants "$c"; then  # (every run in its own directory: none waits for another section's)
     while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
     python -m hpc_es campaign run "$home/campaigns/$c.toml" --root "$root" --jobs "$max_jobs" || failed=$((failed + 1))
