@@ -2,7 +2,7 @@
 # The paper-scale runs a small machine affords, Table 1 at the paper's 40,000 iterations and the
 # questions the paper leaves open (docs/RESULTS.md, issues 12 and 15); then their tables and figures.
 #   jobs/beyond_local.sh [SECTION...]    (default: all; results under ${HPC_ES_RUNS:-runs})
-# SECTION: paper   the paper-scale measurements that fit here, tf_tutorial: rho at N = 10,000
+# SECTION: paper   campaigns/paper.toml: the paper-scale measurements that fit here, tf_tutorial: rho at N = 10,000
 #                  along 20 iterations (initial and trained theta), Fig. 2 as proxy and SGD (3
 #                  seeds), limited ES's rho, the population for 20% (checkpointed every 20 blocks
 #                  of 1,000)                                                  (~9 core-hours)
@@ -58,11 +58,6 @@ reached() {  # reached RESULTS ITERATION: the run's file is at exactly that iter
   python -c 'import sys; from hpc_es import io
 sys.exit(0 if io.read_results(sys.argv[1])["completed_iterations"] == int(sys.argv[2]) else 1)' "$@" 2> /dev/null
 }
-rho_trained() {  # rho at N = 10,000 along 20 iterations from Fig. 2's trained proxy (seed 0)
-  run fig2_tf/seed0/proxy_tf_paper proxy_tf_paper $TF --set run.seed=0 &&
-  run rho_tf/trained/corr_tf_paper corr_tf_paper --set run.iterations=20 --set run.eval_every=5 \
-    --set run.checkpoint_every=2 --set net.theta_from="$root/fig2_tf/seed0/proxy_tf_paper/results.h5"
-}
 layers_tf() {  # the proxy (seed 0) in legs, its theta kept after each; one real-ES iteration at each
   local it self="$root/proxy_self/proxy_tf_paper/results.h5"
   for it in 250 500 1000 2000; do
@@ -82,22 +77,6 @@ layers_tf() {  # the proxy (seed 0) in legs, its theta kept after each; one real
       --set net.theta_from="$root/proxy_self/theta_$it.h5" || return
   done
 }
-if wants paper; then
-  spawn run population_tf population_tf_paper  # ~3 core-hours here; resumes from its last 20 blocks
-  spawn run rho_tf/init/corr_tf_paper corr_tf_paper --set run.iterations=20 --set run.eval_every=5 \
-    --set run.checkpoint_every=2
-  spawn rho_trained
-  for seed in 1 2; do spawn run fig2_tf/seed$seed/proxy_tf_paper proxy_tf_paper $TF --set run.seed=$seed; done
-  for seed in 0 1 2; do  # seed 0 measures the SGD self-correlation along SGD's own trajectory as well
-    spawn run fig2_tf/seed$seed/sgd_tf_paper sgd_tf_paper $TF --set run.seed=$seed \
-      $([ $seed = 0 ] && echo --set measure.sgd_self_correlation=true)
-  done
-  for c in uniform size; do
-    spawn run limited_rho_tf/$c limited_tf_paper --set run.iterations=10 --set measure.correlation=true \
-      --set run.eval_every=5 --set run.checkpoint_every=5 --set es.bucket_choice=$c
-  done
-fi
-
 T1="--set run.iterations=40000 --set run.eval_every=10000 --set run.checkpoint_every=2000 --set run.log_every=5000"
 SEEDS5="0 1 2 3 4"
 DOSE_RHOS="0.01 0.02 0.08 0.16 0.32 0.64"  # with Table 1's 4% and SGD (read at 10,000 iterations)
@@ -128,7 +107,7 @@ layers_run() {  # section sigma's (0.002, seed 0) ES run, made again to more ite
 }
 if wants layers; then spawn layers_tf; spawn layers_run; fi
 
-for c in table1 sigma limited first_order; do  # campaigns/$c.toml, after the sections above: each runs $max_jobs at a time
+for c in paper table1 sigma limited first_order; do  # campaigns/$c.toml, after the sections above: each runs $max_jobs at a time
   if wants "$c"; then  # (every run in its own directory: none waits for another section's)
     while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
     python -m hpc_es campaign run "$home/campaigns/$c.toml" --root "$root" --jobs "$max_jobs" || failed=$((failed + 1))
