@@ -160,8 +160,8 @@ def command(campaign, planned):
 
 
 def run(campaign, jobs=1, say=print, launch=subprocess.Popen):
-    """Train every run that is not finished, ``jobs`` at a time, each once its ``needs`` are
-    finished; a run another process holds is left to it. SIGTERM or SIGINT is passed on to the
+    """Train every run that is not finished, ``jobs`` MPI ranks at a time (a run of R ranks takes R;
+    one wider than ``jobs`` runs alone), each once its ``needs`` are finished; a run another process holds is left to it. SIGTERM or SIGINT is passed on to the
     runs (each writes a checkpoint and stops), then this returns. Returns the number of runs
     that failed or could not start because one they need failed."""
     todo, running, failed, stop = list(campaign.runs), {}, set(), []
@@ -169,11 +169,12 @@ def run(campaign, jobs=1, say=print, launch=subprocess.Popen):
     try:
         while todo or running:
             if stop and todo:
-                for proc, _ in running.values():
+                for proc, _, _ in running.values():
                     proc.send_signal(signal.SIGTERM)
                 todo = []
             for p in list(todo):
-                if len(running) >= jobs:
+                busy = sum(ranks for _, _, ranks in running.values())
+                if busy and busy + p.ranks > jobs:  # a run wider than ``jobs`` runs alone
                     break
                 action, text = _next(campaign, p, failed)
                 if action == "wait":
@@ -183,7 +184,7 @@ def run(campaign, jobs=1, say=print, launch=subprocess.Popen):
                 if action == "failed":
                     failed.add(p.dir)
                 elif action == "start":
-                    running[p.dir] = (launch(command(campaign, p)), time.monotonic())
+                    running[p.dir] = (launch(command(campaign, p)), time.monotonic(), p.ranks)
             failed |= _reap(running, say)
             if todo or running:
                 time.sleep(0.5)
@@ -210,7 +211,7 @@ def _next(campaign, planned, failed):
 def _reap(running, say):
     """Remove finished processes from ``running``; the directories of those that failed."""
     failed = set()
-    for name, (proc, start) in list(running.items()):
+    for name, (proc, start, _) in list(running.items()):
         if proc.poll() is None:
             continue
         del running[name]

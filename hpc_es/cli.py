@@ -144,7 +144,8 @@ def _parser():
     camp.add_argument("action", choices=["run", "status", "archive"])
     camp.add_argument("file", help="campaign TOML file, e.g. campaigns/first_order.toml")
     camp.add_argument("--root", help="directory of the run directories (default: the file's root)")
-    camp.add_argument("--jobs", type=_positive, default=1, help="runs at a time (run; default 1)")
+    camp.add_argument("--jobs", type=_positive, default=1, help="MPI ranks at a time (run; default 1): a run of R "
+                      "ranks takes R")
     camp.add_argument("--to", help="archive into this directory (default: the file's archive)")
     camp.set_defaults(func=_campaign)
 

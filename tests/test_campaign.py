@@ -144,7 +144,7 @@ def test_every_campaign_file_of_the_checkout_is_valid():
     """The shipped campaigns load whole (every preset and override checked), each run once."""
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "campaigns")
     files = sorted(f for f in os.listdir(here) if f.endswith(".toml"))
-    assert {"paper.toml", "table1.toml", "sigma.toml", "limited.toml", "first_order.toml"} <= set(files)
+    assert {"local.toml", "paper.toml", "table1.toml", "sigma.toml", "limited.toml", "first_order.toml"} <= set(files)
     for name in files:
         plan = campaign.load(os.path.join(here, name))
         assert plan.runs and len({p.dir for p in plan.runs}) == len(plan.runs)
@@ -159,3 +159,31 @@ def test_finished_command_judges_a_run_as_its_overrides_ask(tmp_path):
     assert cli.main(["finished", out]) == 0
     assert cli.main(["finished", out, "--set", "run.iterations=3"]) == 1
     assert cli.main(["finished", out, str(tmp_path / "nowhere")]) == 1
+
+
+def test_jobs_count_ranks_so_wide_runs_do_not_share_the_cores(tmp_path):
+    """--jobs 2: two 2-rank runs one after the other, two 1-rank runs side by side; a run wider
+    than --jobs runs alone rather than never."""
+    path = _file(tmp_path, f"""
+        [[runs]]
+        dir = "wide{{i}}"
+        preset = "sgd_small_local"
+        set = {TINY!r}
+        ranks = 2
+        grid = {{i = [0, 1]}}
+        [[runs]]
+        dir = "narrow{{i}}"
+        preset = "sgd_small_local"
+        set = {TINY!r}
+        grid = {{i = [0, 1]}}
+        [[runs]]
+        dir = "huge"
+        preset = "sgd_small_local"
+        set = {TINY!r}
+        ranks = 4
+        """)
+    log = []
+    assert campaign.run(campaign.load(path, root=str(tmp_path / "runs")), jobs=2, say=lambda _: None,
+                        launch=lambda argv: _Fake(argv, log)) == 0
+    assert log[:4] == [("start", "wide0"), ("end", "wide0"), ("start", "wide1"), ("end", "wide1")]
+    assert log[4:6] == [("start", "narrow0"), ("start", "narrow1")] and ("start", "huge") in log
