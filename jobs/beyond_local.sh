@@ -12,7 +12,7 @@
 #                  3 seeds (~4.3)
 #          limited campaigns/limited.toml: tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
 #                  2,000 iterations, 5 seeds each (3.9%'s seeds 0-2 too unless paper is named) (~3.8)
-#          dose    proxies at rho 1..64%, small net, 10,000 iterations, 5 seeds       (~2.3)
+#          dose    campaigns/dose.toml: SGD and proxies at rho 1..64%, small net, 10,000 it., 5 seeds (~3.5)
 #                  (and SGD, 4%, 20% at 10,000 iterations where Table 1's 40,000 are not here: ~3.5)
 #          layers  ES on the small net to >= 90% with per-layer rho logged; tf_tutorial: the
 #                  proxy (seed 0, its SGD self-correlation logged) with real ES at N = 10,000
@@ -79,25 +79,8 @@ layers_tf() {  # the proxy (seed 0) in legs, its theta kept after each; one real
 }
 T1="--set run.iterations=40000 --set run.eval_every=10000 --set run.checkpoint_every=2000 --set run.log_every=5000"
 SEEDS5="0 1 2 3 4"
-DOSE_RHOS="0.01 0.02 0.08 0.16 0.32 0.64"  # with Table 1's 4% and SGD (read at 10,000 iterations)
-DOSE="--set run.iterations=10000 --set run.eval_every=2000 --set run.checkpoint_every=2000"
 t1=$root/t1_40k/table1_small_local
 t1_done() { complete "$t1"/{sgd,proxy_0.04,proxy_0.2}-seed{0,1,2,3,4}; }
-if wants dose; then
-  # Table 1's arms come from its 40,000-iteration runs read at 10,000 when those are here (and not
-  # being made by section table1 now); else they are made at 10,000 iterations beside the others
-  # (the same trajectories up to there: Adam's step does not depend on the run's length)
-  extra=""
-  if ! wants table1 && ! t1_done; then extra="sgd 0.04 0.2"; fi
-  for seed in $SEEDS5; do for rho in $DOSE_RHOS $extra; do
-    if [ "$rho" = sgd ]; then
-      spawn run dose/sgd-seed$seed table1_small_local --set run.seed=$seed $DOSE
-    else
-      spawn run dose/proxy_$rho-seed$seed table1_small_local --set run.method=proxy --set proxy.rho=$rho \
-        --set run.seed=$seed $DOSE
-    fi
-  done; done
-fi
 
 LAYERS_ITERATIONS=${LAYERS_ITERATIONS:-1200}  # the rho-9% proxy passes 90% near iteration 900
 layers_run() {  # section sigma's (0.002, seed 0) ES run, made again to more iterations in its own directory
@@ -107,7 +90,7 @@ layers_run() {  # section sigma's (0.002, seed 0) ES run, made again to more ite
 }
 if wants layers; then spawn layers_tf; spawn layers_run; fi
 
-for c in paper table1 sigma limited first_order; do  # campaigns/$c.toml, after the sections above: each runs $max_jobs at a time
+for c in paper table1 sigma limited dose first_order; do  # campaigns/$c.toml, after the sections above: each runs $max_jobs at a time
   if wants "$c"; then  # (every run in its own directory: none waits for another section's)
     while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=$((failed + 1)); done
     python -m hpc_es campaign run "$home/campaigns/$c.toml" --root "$root" --jobs "$max_jobs" || failed=$((failed + 1))
