@@ -11,9 +11,8 @@
 #          sigma   campaigns/sigma.toml: ES at sigma 0.002..0.2 beside a proxy that follows its rho,
 #                  3 seeds (~4.3)
 #          limited campaigns/limited.toml: tf_tutorial proxies at limited ES's rho (10.1%, 8.9%) and full ES's (3.9%),
-#                  2,000 iterations, 5 seeds each (3.9%'s seeds 0-2 too unless paper is named) (~3.8)
+#                  2,000 iterations, 5 seeds each (~3.8)
 #          dose    campaigns/dose.toml: SGD and proxies at rho 1..64%, small net, 10,000 it., 5 seeds (~3.5)
-#                  (and SGD, 4%, 20% at 10,000 iterations where Table 1's 40,000 are not here: ~3.5)
 #          layers  ES on the small net to >= 90% with per-layer rho logged; tf_tutorial: the
 #                  proxy (seed 0, its SGD self-correlation logged) with real ES at N = 10,000
 #                  at iterations 0, 250, 500, 1,000, 2,000                    (~1.3 + ~0.8)
