@@ -32,21 +32,26 @@ HOW = {
     "none": "not obtained",
 }
 
-# The verdicts, and the rule that gives each (ours). The first five are the issue's vocabulary;
-# "reproduced at local scale", "not assessed" and "beyond the paper" are ours: real runs smaller
-# than the paper's, claims whose runs are not in the archives, questions the paper leaves open.
+# The verdicts, and the rule that gives each (ours). "reproduced at local scale", "inconsistent via
+# an instrument", "not assessed" and "beyond the paper" are ours, beside the issue's vocabulary:
+# real runs smaller than the paper's, an instrument that contradicts the paper, claims whose runs
+# are not in the archives, questions the paper leaves open.
 VERDICTS = ("reproduced", "reproduced at local scale", "reproduced in ordering only",
-            "consistent via an instrument", "not reproduced", "not comparable", "projected only",
-            "not assessed", "beyond the paper")
+            "consistent via an instrument", "inconsistent via an instrument", "not reproduced", "not comparable",
+            "projected only", "not assessed", "beyond the paper")
 RULES = {
-    "value": "the paper's value lies within the range of ours, widened by half a unit of the paper's "
-             "last printed digit (its rounding)",
+    "value": "the paper's value lies within the range of our runs (not a confidence interval), widened by half "
+             "a unit of the paper's last printed digit (its rounding)",
     "ordering": "our arms come in the paper's order, each step significant by the exact rank-sum at p < 0.05",
-    "no_difference": "the paper's 'no significant difference': our exact rank-sum p and the paper's inferred "
-                     "test both >= 0.05 (with the power these runs have, stated beside)",
-    "shared_fluctuations": "'almost identical, fluctuations shared': paired runs (same seed: same mini-batches) "
-                           "have a higher correlation of their validation changes than every unpaired pair "
-                           "of different seeds, and a smaller mean gap",
+    "no_difference": "the paper's p = 0.75 from 5 vs 5 runs: if each arm's final accuracies were normal with "
+                     "the mean and sd of our runs (a model), 5 vs 5 runs would give an exact rank-sum p >= 0.75 "
+                     "in at least 5% of experiments; below 5%, our instrument is inconsistent with it",
+    "equivalence": "the paper's 'SGD-equivalence at about 20%': the exact rank-sum does not find the 20% arm "
+                   "below SGD at p < 0.05",
+    "shared_fluctuations": "the paper's 'even fluctuations ... are almost identical': the lowest correlation of "
+                           "validation changes over paired runs (same seed: same mini-batches) is above the "
+                           "highest over unpaired runs of different seeds, and the largest paired mean gap is "
+                           "below the smallest unpaired one",
     "faster": "the method the paper calls faster is faster here, by the ratio shown",
 }
 
@@ -144,7 +149,8 @@ def compare_text(a, b, names=("a", "b")):
     exact, inferred = stats.rank_sum(a, b), stats.paper_rank_sum(a, b)
     parts = [f"{names[0]} vs {names[1]}: exact two-sided rank-sum (ours), {len(a)} vs {len(b)} runs, "
              f"p = {exact.p:.3g} (smallest possible {exact.min_p:.2g}), r = {exact.effect[1]:+.2f}",
-             f"the paper's inferred test (rank-sum, normal approximation; our inference) p = {inferred.p:.3g}"]
+             f"the paper's inferred test (rank-sum, normal approximation; our inference) p = {inferred.p:.3g} "
+             f"(smallest possible {inferred.min_p:.2g})"]
     return "; ".join(parts), exact, inferred
 
 

@@ -13,7 +13,10 @@ from hpc_es.claims import HOW, RULES
 
 INTRO = ("Every number below is computed by `hpc_es.paper_claims` from the archived runs and records in "
          "`{root}` (`hpc-es archive`: config, metadata and history of each run, no theta; JSON written by "
-         "the benchmarks and `hpc-es dose`), the paper's numbers from `hpc_es.paper`. Nothing is typed by hand: "
+         "the benchmarks), with one exception: the dose-response and Table 1's arms come from "
+         "`docs/figures/dose/dose_response.json`, which `hpc-es dose` wrote from 45 runs that are not archived "
+         "(their final accuracies and per-arm tests are in it). The paper's numbers come from `hpc_es.paper`. "
+         "No number is typed by hand: "
          "regenerate with `hpc-es reproduction {root} --write docs/REPRODUCTION.md`; "
          "`tests/test_reproduction.py` fails when this file and the archives disagree. Each claim says how our "
          "number was obtained; a verdict says no more than that way allows (rules at the end). Numbers "
@@ -73,9 +76,14 @@ def generate(root, label=None):
             lines.append(f"- {c.what} ({c.where}): \"{c.quote}\"")
     lines += ["", "## How a verdict is reached (ours)", ""]
     lines += [f"- **{key}**: {text}." for key, text in RULES.items()]
-    lines += ["- An instrument (first-order ES, the proxy, or real ES measured at thetas another method reached) can "
-              "give at most **consistent via an instrument**; a real run smaller than the paper's at most "
-              "**reproduced at local scale**; a projection **projected only**.",
+    lines += ["- An instrument (first-order ES, the proxy, or real ES measured at thetas another method reached) gives "
+              "**consistent via an instrument** or **inconsistent via an instrument**, never **reproduced**; so does a "
+              "different net or length, except an ordering, which is at most **reproduced in ordering only**; a real "
+              "run smaller than the paper's gives at most **reproduced at local scale**; a projection **projected "
+              "only**; a claim the paper states without what we would need to compare (e.g. which iterations it "
+              "averaged) **not comparable**.",
+              "- Gaps are the instrument's (or the proxy's) accuracy minus ES's, in points; a seed spread is the "
+              "standard deviation over seeds (ddof 1); r is the rank-biserial correlation.",
               "", "Ways of obtaining a number, most direct first: " + "; ".join(
                   v for k, v in HOW.items() if k != "none") + ".", "", "## Sources", ""]
     sources = [f"- {c.what} ({HOW[c.how]}): {', '.join(f'`{s}`' for s in c.sources)}" for c in paper + beyond

@@ -33,9 +33,6 @@ def test_table1_runs_every_task_once_across_ranks(mnist_dir, tmp_path):
     kind, saved = io.read_summary(os.path.join(out, "table1.h5"))
     comm.parallel_assert(world, kind == "table1" and saved["methods"] == summary["methods"] and
                          len(summary["methods"]["sgd"]["runs"]) == 2, "table1.h5 differs from the summary")
-    pair = report.paired_curves(os.path.join(out, "sgd-seed0", "results.h5"),
-                                     os.path.join(out, "sgd-seed0", "results.h5"))
-    comm.parallel_assert(world, pair["points"] == 1 and pair["mean_abs_difference"] == 0.0, str(pair))
     text = report.report([os.path.join(out, "sgd-seed0", "results.h5")])
     comm.parallel_assert(world, "| sgd-seed0 | small | sgd |" in text, text)
     world.Barrier()
