@@ -132,6 +132,8 @@ class RunConfig:
     checkpoint_every: int = _opt(100, "write a checkpoint every K iterations (0: only at the end)",
                                  lo=0, hi=10**9)
     log_every: int = _opt(10, "rank 0 prints a progress line every k iterations", lo=1, hi=10**9)
+    keep_theta: str = _opt("", "keep theta after these iterations as theta_<t>.h5 in the run directory, "
+                           "comma-separated (e.g. '250,500,1000': thetas a later run starts from with net.theta_from)")
 
 
 # Keys that earlier versions kept elsewhere: old name -> new name (config files and run files).
@@ -139,7 +141,7 @@ ES_METHODS = ("es", "es_first_order")  # the methods that train on an ES populat
 MOVED_KEYS = {"population.theta_from": "net.theta_from"}
 
 # Keys that do not change the trajectory of theta: a resume may change them.
-RESUMABLE_KEYS = ("run.experiment", "run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
+RESUMABLE_KEYS = ("run.experiment", "run.keep_theta", "run.iterations", "run.eval_every", "run.eval_chunk", "run.checkpoint_every",
                   "run.log_every", "data.dir", "data.verify", "measure.correlation",
                   "measure.sgd_self_correlation", "es.aggregation",
                   "population.target_rho", "population.max_offspring")  # where a population stops, not its curve
@@ -211,8 +213,22 @@ def from_dict(raw, origin="config"):
     return cfg
 
 
+def keep_theta(cfg):
+    """The iterations of ``run.keep_theta`` (a set of ints); ConfigError naming the key otherwise."""
+    text = cfg.run.keep_theta.strip()
+    try:
+        its = {int(x) for x in text.split(",")} if text else set()
+    except ValueError:
+        its = {0}
+    if any(t < 1 for t in its):
+        raise ConfigError(f"run.keep_theta = {cfg.run.keep_theta!r}: expected positive iterations, comma-separated "
+                          "(e.g. '250,500,1000')")
+    return its
+
+
 def _check_combination(cfg, origin):
     """Constraints between keys (each message names the keys involved)."""
+    keep_theta(cfg)
     method = cfg.run.method
     if method == "es_first_order" and cfg.es.mode != "minibatch":
         raise ConfigError(f"{origin}: run.method = 'es_first_order' needs es.mode = 'minibatch' (got "

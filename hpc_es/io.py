@@ -331,6 +331,20 @@ def save_results(out, config_dict, meta, history, theta, compress=False):
     _atomic_h5(os.path.join(out, RESULTS), fill, fault=("results_write", meta.get("completed_iterations")))
 
 
+def save_theta(out, iteration, config_dict, meta, theta):
+    """Keep theta after ``iteration`` as ``out/theta_<iteration>.h5`` (``run.keep_theta``): theta with
+    the run's config and metadata (its run id), a file ``net.theta_from`` reads."""
+    def fill(f):
+        f.attrs["kind"] = "theta"
+        f.attrs["iteration"] = iteration
+        f.attrs["config"] = json.dumps(config_dict)
+        for key, value in meta.items():
+            f.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        f.create_dataset("theta", data=theta)
+
+    _atomic_h5(os.path.join(out, f"theta_{iteration}.h5"), fill)
+
+
 def archive_results(src, out):
     """Copy the results file ``src`` into the run directory ``out`` without its theta: config,
     metadata and the compressed history, which is all the analyses (report, plot, dose, gap,

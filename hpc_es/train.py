@@ -188,9 +188,10 @@ def _loop(s, step, flag):
         # checkpoint: every checkpoint written is one on which all ranks agreed.
         stop, digests = comm_mod.agree(comm, flag["signum"] if out else 0, drift.state_digest(theta, s.opt.state()))
         _check_drift(s, done, digests)
-        due = (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == n_iter
+        keep = done in config.keep_theta(cfg)
+        due = (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == n_iter or keep
         if out and (due or stop):
-            save(s, done)
+            save(s, done, keep_theta=keep)
         if stop:
             raise Preempted.after(stop, done, out)
 
@@ -218,16 +219,20 @@ def _record_validation(s, done):
     history["val_accuracy"].append(validate(s.comm, s.net, s.theta, s.dataset, s.cfg.run.eval_chunk))
 
 
-def save(s, done, state=None):
+def save(s, done, state=None, keep_theta=False):
     """Collective: rank 0 writes the checkpoint (with an experiment's own ``state`` arrays) and
-    results of iteration ``done``; every rank learns the outcome, so all continue or all stop
-    (exit 2; 1 for a bug) and nobody runs ahead of a checkpoint needed to resume."""
+    results of iteration ``done`` (and theta_<done>.h5 with ``keep_theta``); every rank learns the
+    outcome, so all continue or all stop (exit 2; 1 for a bug) and nobody runs ahead of a
+    checkpoint needed to resume."""
     problem, what = None, "checkpoint"
     if s.comm.Get_rank() == 0:
         try:
             io.save_checkpoint(s.out, done, s.theta, s.opt.state(), s.cfg.to_dict(), s.history, s.meta, state)
             what = "results.h5"
             io.save_results(s.out, s.cfg.to_dict(), {**s.meta, "completed_iterations": done}, s.history, s.theta)
+            if keep_theta:
+                what = f"theta_{done}.h5"
+                io.save_theta(s.out, done, s.cfg.to_dict(), s.meta, s.theta)
         except OSError as err:  # e.g. a full disk: the previous files are intact
             problem = (io.RunDirError, f"{s.out}: writing the {what} of iteration {done} failed ({err}); "
                        f"{_last_good(s.out)} Free space (or move the run) and continue with --resume")

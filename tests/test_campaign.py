@@ -144,7 +144,7 @@ def test_every_campaign_file_of_the_checkout_is_valid():
     """The shipped campaigns load whole (every preset and override checked), each run once."""
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "campaigns")
     files = sorted(f for f in os.listdir(here) if f.endswith(".toml"))
-    assert {"local.toml", "dose.toml", "paper.toml", "table1.toml", "sigma.toml", "limited.toml", "first_order.toml"} <= set(files)
+    assert {"local.toml", "dose.toml", "layers.toml", "paper.toml", "table1.toml", "sigma.toml", "limited.toml", "first_order.toml"} <= set(files)
     for name in files:
         plan = campaign.load(os.path.join(here, name))
         assert plan.runs and len({p.dir for p in plan.runs}) == len(plan.runs)

@@ -158,3 +158,24 @@ def test_output_cut_short_by_its_reader_is_no_error():
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
+
+
+def test_kept_thetas_are_the_thetas_of_shorter_runs_and_name_their_run(mnist_dir, tmp_path):
+    """run.keep_theta: theta after iteration 2 of a 3-iteration run is bit for bit the final theta
+    of the same run stopped at 2; a run started from it records the source's run id; a bad list
+    is refused naming the key."""
+    from hpc_es import config, io
+    base = ("train", "sgd_small_local", "--set", "run.eval_every=0", "--data-dir", mnist_dir)
+    long, short = str(tmp_path / "long"), str(tmp_path / "short")
+    assert _cli(*base, "--out", long, "--set", "run.iterations=3", "--set", "run.keep_theta=1,2").returncode == 0
+    assert _cli(*base, "--out", short, "--set", "run.iterations=2").returncode == 0
+    kept = os.path.join(long, "theta_2.h5")
+    assert os.path.exists(os.path.join(long, "theta_1.h5"))
+    n = io.read_results(os.path.join(short, io.RESULTS))["theta"].size
+    assert np.array_equal(io.load_theta(kept, n), io.read_results(os.path.join(short, io.RESULTS))["theta"])
+    after = str(tmp_path / "after")
+    assert _cli(*base, "--out", after, "--set", "run.iterations=1", "--set", f"net.theta_from={kept}").returncode == 0
+    assert io.read_results(os.path.join(after, io.RESULTS))["theta_from_id"] == io.read_results(
+        os.path.join(long, io.RESULTS))["run_id"]
+    with pytest.raises(config.ConfigError, match="run.keep_theta = '250,x'"):
+        config.load("sgd_small_local", ["run.keep_theta=250,x"])
