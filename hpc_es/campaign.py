@@ -152,9 +152,11 @@ def status(campaign):
 
 
 def command(campaign, planned):
-    """The argv that trains ``planned`` (through :mod:`hpc_es.launchers`, as the job scripts do)."""
+    """The argv that trains ``planned`` (through :mod:`hpc_es.launchers`, as the job scripts do; the
+    launcher named by ``$MPIEXEC`` if set, else ``mpiexec``)."""
     sets = [a for o in planned.overrides for a in ("--set", o)]
-    return [sys.executable, "-m", "hpc_es.launchers", "-n", str(planned.ranks), sys.executable, "-m", "mpi4py",
+    launcher = ["--mpiexec", os.environ["MPIEXEC"]] if os.environ.get("MPIEXEC") else []  # as the job scripts
+    return [sys.executable, "-m", "hpc_es.launchers", *launcher, "-n", str(planned.ranks), sys.executable, "-m", "mpi4py",
             "-m", "hpc_es", "train", planned.preset, "--out", os.path.join(campaign.root, planned.dir), "--quiet",
             "--resume", "auto", *sets]
 

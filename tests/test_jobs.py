@@ -99,9 +99,10 @@ def test_local_script_runs_then_resumes(mnist_dir, tmp_path):
 
 
 def test_beyond_script_queues_one_rank_runs_and_counts_failures(tmp_path):
-    """jobs/beyond_local.sh: every run of a section is one rank with --resume auto in its own
-    directory, at most HPC_ES_JOBS at a time; a failed run is counted (exit 1), the others still
-    run; an unknown section stops before any run. (mpiexec is a stand-in that logs its command.)"""
+    """jobs/beyond_local.sh: a section is its campaign file; every run is one rank with --resume
+    auto in its own directory, at most HPC_ES_JOBS at a time; a failed run is counted (exit 1), the
+    others still run; an unknown section stops before any run. (mpiexec is a stand-in that logs
+    its command, named by $MPIEXEC as for the job scripts.)"""
     script = os.path.join(ROOT, "jobs", "beyond_local.sh")
     fake = tmp_path / "mpiexec"
     fake.write_text("#!/bin/bash\n"
@@ -113,12 +114,13 @@ def test_beyond_script_queues_one_rank_runs_and_counts_failures(tmp_path):
     (tmp_path / "log.d").mkdir()
     env = _env(HPC_ES_RUNS=str(tmp_path / "runs"), MPIEXEC=str(fake), LOG=str(log), HPC_ES_JOBS="3")
     proc = subprocess.run(["bash", script, "dose"], capture_output=True, text=True, env=env, timeout=60)
-    assert proc.returncode == 1 and "1 runs failed" in proc.stderr, proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "1 sections had failed runs" in proc.stderr, proc.stdout + proc.stderr
+    assert "proxy_0.64-seed4: failed (exit 3)" in proc.stdout, proc.stdout
     lines = log.read_text().splitlines()
     outs = {line.split("--out ")[1].split()[0] for line in lines}
-    # 6 rhos x 5 seeds, and SGD, 4% and 20% at 10,000 iterations as Table 1's 40,000-iteration runs are absent
-    assert len(lines) == len(outs) == 45 and all(line.startswith("-n 1 python -m mpi4py -m hpc_es train ") and
-                                                 "--resume auto" in line for line in lines)
+    # campaigns/dose.toml: SGD and 8 rhos (Table 1's 4% and 20% among them) x 5 seeds at 10,000 iterations
+    assert len(lines) == len(outs) == 45 and all(line.startswith("-n 1 ") and " -m mpi4py -m hpc_es train " in line
+                                                 and "--resume auto" in line for line in lines)
     assert str(tmp_path / "runs" / "dose" / "proxy_0.01-seed0") in outs and str(tmp_path / "runs" / "dose" / "sgd-seed4") in outs
     assert not any("proxy.rho=" in line for line in lines if "/dose/sgd-seed" in line)
     assert max(int(n) for n in (tmp_path / "log.peak").read_text().split()) < 3  # others running when one starts
