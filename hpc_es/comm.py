@@ -402,6 +402,41 @@ def _as_failure(action, errors):
         raise RankFailure(describe_failure(err)) from err
 
 
+def move(comm, array, source, dest, out):
+    """Collective in effect (ranks ``source`` and ``dest`` take part, the others return at
+    once): ``array`` of rank ``source`` into ``out`` of rank ``dest``, which it returns there
+    (``array`` itself when source == dest); None elsewhere."""
+    rank = comm.Get_rank()
+    if source == dest:
+        return array if rank == source else None
+    if rank == source:
+        comm.Send(array, dest=dest, tag=11)
+    elif rank == dest:
+        comm.Recv(out, source=source, tag=11)
+        return out
+    return None
+
+
+def gatherv(comm, mine, out, counts, root=0):
+    """Collective over ``comm``: every rank's ``mine`` concatenated in rank order into ``out`` on
+    ``root`` only (``out`` is untouched elsewhere); as :func:`allgatherv` otherwise."""
+    if isinstance(comm, SerialComm) or comm.Get_size() == 1:
+        if mine.ctypes.data != out.ctypes.data:
+            out[:] = mine
+        return out
+    from mpi4py import MPI
+    displs = np.zeros_like(counts)
+    np.cumsum(counts[:-1], out=displs[1:])
+    mpi_type = {np.dtype(np.float64): MPI.DOUBLE, np.dtype(np.float32): MPI.FLOAT}[out.dtype]
+    if comm.Get_rank() != root:
+        comm.Gatherv([mine, mpi_type], None, root=root)
+    elif mine.ctypes.data == out[int(displs[root]):].ctypes.data:
+        comm.Gatherv(MPI.IN_PLACE, [out, (counts, displs), mpi_type], root=root)
+    else:
+        comm.Gatherv([mine, mpi_type], [out, (counts, displs), mpi_type], root=root)
+    return out
+
+
 def allgatherv(comm, mine, out, counts):
     """Collective over ``comm``: every rank's ``mine`` concatenated in rank order into ``out``.
 

@@ -78,6 +78,9 @@ class ESConfig:
                               choices=BUCKET_CHOICES)
     delta: bool = _opt(True, "limited perturbation: evaluate offspring from cached activations of theta "
                        "(only the layers from the bucket's up)")
+    delta_batch: bool = _opt(True, "limited perturbation with es.delta: a rank's offspring in a few numba calls "
+                             "grouped by tensor, an antithetic pair at once (false: one Python call per "
+                             "offspring, the earlier path; rewards equal up to float32 rounding)")
     aggregation: str = _opt("sharded", "every rank computes g_ES for its slice of theta, then Allgatherv (P floats), "
                             "or every rank computes all of g_ES (only rewards travel); same bits either way",
                             choices=("sharded", "replicated"))

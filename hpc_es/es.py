@@ -188,6 +188,8 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
     shared_batch = pop.batch.ndim == 1
     if delta is None:
         work[:] = theta
+    elif getattr(delta, "batched", False):
+        return _evaluate_limited_batched(theta, table, pop, sigma, x, y, lo, hi, rewards, delta)
     unset = based_on = object()  # the row of pop.batch (None: the shared batch) the cache is for
     for i in range(lo, hi):
         m = pop.member[i]
@@ -205,6 +207,27 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
             seg += scale * table[offset:offset + length]
             rewards[i - lo] = -net.loss(work, x[b], y[b])
             seg[:] = theta[start:start + length]
+
+
+def _evaluate_limited_batched(theta, table, pop, sigma, x, y, lo, hi, rewards, delta):
+    """Offspring lo..hi-1 by :meth:`hpc_es.limited.DeltaEvaluator.losses`: all at once on a
+    shared mini-batch, else one call per run of offspring on the same subset."""
+    m = pop.member[lo:hi]
+    starts, sizes, offsets = pop.start[m], pop.length[m], pop.offsets[m]
+    scales = (pop.sign[lo:hi] * np.float32(sigma)).astype(np.float32)
+    antithetic = bool((pop.sign < 0).any())
+    losses = np.empty(hi - lo, np.float64)
+    if pop.batch.ndim == 1:
+        runs = [(0, hi - lo, pop.batch)]
+    else:
+        rows = np.array([pop.subset_of(i) for i in range(lo, hi)])
+        cut = np.flatnonzero(np.diff(rows)) + 1
+        edges = np.concatenate([[0], cut, [hi - lo]])
+        runs = [(a, b, pop.batch[rows[a]]) for a, b in zip(edges[:-1], edges[1:])]
+    for a, b, batch in runs:
+        delta.set_base(theta, x[batch], y[batch])
+        delta.losses(table, starts[a:b], sizes[a:b], offsets[a:b], scales[a:b], losses[a:b], antithetic)
+    np.negative(losses, out=rewards[:hi - lo])
 
 
 FITNESS = ("raw", "centered_ranks")

@@ -452,6 +452,135 @@ def _directional_sparse(table, offsets, starts, sizes, g, out):
         out[k] = s
 
 
+# ---- batched delta evaluation of buckets in the dense layers (limited perturbation) ---------------
+@njit(inline="always", **NJIT)
+def _row_xent(logits, label):
+    """Softmax cross-entropy of one row of logits against ``label``, in float64 (as softmax_xent)."""
+    K = logits.size
+    m = logits[0]
+    for k in range(1, K):
+        if logits[k] > m:
+            m = logits[k]
+    s = 0.0
+    for k in range(K):
+        s += np.exp(np.float64(logits[k]) - m)
+    return m + np.log(s) - logits[label]
+
+
+@njit(**NJIT)
+def _dense_rows2(h, wt, b, relu, out):
+    """``out[q] = act(h[q] @ wt.T + b)`` for the two rows of h (2, F), ``wt`` (K, F): float32 dot
+    products four outputs at a time, each read of wt feeding both rows (the loop is bound by its
+    loads); every output's sum runs in the same order whichever group it falls in."""
+    K, F = wt.shape
+    h0, h1 = h[0], h[1]
+    j = 0
+    while j < K:
+        if j + 4 <= K:
+            w0, w1, w2, w3 = wt[j], wt[j + 1], wt[j + 2], wt[j + 3]
+            a0 = a1 = a2 = a3 = c0 = c1 = c2 = c3 = np.float32(0.0)
+            for c in range(F):
+                x0, x1 = h0[c], h1[c]
+                a0 += w0[c] * x0
+                a1 += w1[c] * x0
+                a2 += w2[c] * x0
+                a3 += w3[c] * x0
+                c0 += w0[c] * x1
+                c1 += w1[c] * x1
+                c2 += w2[c] * x1
+                c3 += w3[c] * x1
+            out[0, j], out[0, j + 1], out[0, j + 2], out[0, j + 3] = a0, a1, a2, a3
+            out[1, j], out[1, j + 1], out[1, j + 2], out[1, j + 3] = c0, c1, c2, c3
+            j += 4
+        else:
+            w0 = wt[j]
+            a0 = c0 = np.float32(0.0)
+            for c in range(F):
+                a0 += w0[c] * h0[c]
+                c0 += w0[c] * h1[c]
+            out[0, j], out[1, j] = a0, c0
+            j += 1
+    for q in range(2):
+        for j in range(K):
+            v = out[q, j] + b[j]
+            if relu and v < 0.0:
+                v = 0.0
+            out[q, j] = v
+
+
+@njit(**NJIT)
+def _dense_delta_losses(x, z0, bias, relu, top_wt, top_b, top_relu, labels, table, is_weight,
+                        starts, sizes, offsets, scales, out, dz, h, logits, e):
+    """Loss of every offspring k whose perturbation ``scales[k] * table[offsets[k]:+sizes[k]]``
+    is added at flat index ``starts[k]`` of one dense layer's weight (n_in, F) (``is_weight``)
+    or bias (F,), from the layer's cached input ``x`` (B, n_in) and pre-bias output ``z0``
+    (B, F); above it, the dense output layer given transposed (``top_wt`` (K, F), ``top_b`` (K,)).
+
+    Per image, the layer's change dz = x[:, rows] @ dW (only the bucket's rows; zero inputs
+    skipped) is formed once for an antithetic pair (consecutive offspring with the same bucket,
+    offset and opposite scales: dW of the minus member is exactly -dW), then each member's
+    output relu(z0 +- dz + b), the layer above, and the cross-entropy. The same arithmetic as
+    the per-offspring path (``DeltaEvaluator.loss``: float32 values, float64 loss) except the
+    order of the sums inside dz and the layer above (BLAS there, these loops here).
+    Scratch: ``dz`` (>= F,), ``h`` (2, >= F), ``logits`` (2, K_out), ``e`` (>= sizes.max(),).
+    """
+    B, F = z0.shape
+    n = offsets.size
+    k = 0
+    while k < n:
+        s, o, st, m = scales[k], offsets[k], starts[k], sizes[k]
+        pair = (k + 1 < n and offsets[k + 1] == o and starts[k + 1] == st and sizes[k + 1] == m
+                and scales[k + 1] == -s)
+        em = e[:m]
+        t = table[o:o + m]
+        for j in range(m):
+            em[j] = t[j] * s
+        r0 = st // F
+        r1 = (st + m - 1) // F + 1
+        total0 = 0.0
+        total1 = 0.0
+        for b in range(B):
+            zb = z0[b]
+            if is_weight:
+                for c in range(F):
+                    dz[c] = 0.0
+                xb = x[b]
+                for r in range(r0, r1):
+                    xv = xb[r]
+                    if xv != 0.0:
+                        c0 = max(st - r * F, 0)
+                        c1 = min(st + m - r * F, F)
+                        er = em[r * F + c0 - st:r * F + c1 - st]
+                        for c in range(c1 - c0):
+                            dz[c0 + c] += xv * er[c]
+            for q in range(2):  # a lone offspring's row 1 is its own copy: the same code either way
+                hq = h[q]
+                sg = np.float32(1.0) if q == 0 or not pair else np.float32(-1.0)  # times +-1: exact
+                if is_weight:
+                    for c in range(F):
+                        v = (zb[c] + sg * dz[c]) + bias[c]
+                        if relu and v < 0.0:
+                            v = 0.0
+                        hq[c] = v
+                else:
+                    for c in range(F):
+                        hq[c] = bias[c]
+                    for j in range(m):
+                        hq[st + j] += sg * em[j]
+                    for c in range(F):
+                        v = zb[c] + hq[c]
+                        if relu and v < 0.0:
+                            v = 0.0
+                        hq[c] = v
+            _dense_rows2(h, top_wt, top_b, top_relu, logits)
+            total0 += _row_xent(logits[0], labels[b])
+            total1 += _row_xent(logits[1], labels[b])
+        out[k] = total0 / B
+        if pair:
+            out[k + 1] = total1 / B
+        k += 2 if pair else 1
+
+
 # ---- validated wrappers (stumpy's style): the checks a caller can fail, then the kernel ---------
 # numba does no bounds checks: an offset past the table would read other memory silently. The
 # checks are vectorised min/max over the perturbations, once per call.

@@ -41,6 +41,10 @@ class _DeltaForward:
                         **self._output_buffers(batch, dtype))
         return cache, delta
 
+    def output_buffers(self, batch, dtype):
+        """``out`` (and for a conv ``argmax``, else None) for this layer's output on ``batch`` images."""
+        return Buffers(**self._output_buffers(batch, dtype))
+
     def forward_delta(self, w, b, cache, delta, kind, start, eps, scale):
         """This layer's output (a ``delta`` buffer) for w, b with ``scale * eps`` added at
         ``start`` of the weight (``kind`` "w", flat index into w) or the bias ("b"), from the
@@ -59,7 +63,37 @@ class _DeltaForward:
             delta.b[:] = b
             delta.b[start:start + size] += scale * eps
             z, bias = cache.z, delta.b
-        return self._finish(z, bias, delta)
+        return self._finish(z, bias, delta.out, delta.argmax)
+
+    def forward_delta_pair(self, w, b, cache, delta, kind, start, eps, scale, out, argmax):
+        """:meth:`forward_delta` at ``+scale`` and ``-scale`` (an antithetic pair) into the two
+        halves of ``out`` (2B, ...) (and of ``argmax`` (2B, ...) for a conv; None for a dense
+        layer): the change of the GEMM output is formed once; the minus member's is its exact
+        negation, so each half equals :meth:`forward_delta` of that member bit for bit."""
+        size, half = eps.size, out.shape[0] // 2
+        halves = ((out[:half], None if argmax is None else argmax[:half]),
+                  (out[half:], None if argmax is None else argmax[half:]))
+        if kind == "w":
+            n_out = self.n_outputs
+            r0, r1 = start // n_out, (start + size - 1) // n_out + 1
+            dw = delta.dw[:(r1 - r0) * n_out]
+            dw[:] = 0.0
+            np.multiply(eps, scale, out=dw[start - r0 * n_out:start - r0 * n_out + size])
+            np.matmul(self._gemm_input(cache)[:, r0:r1], dw.reshape(r1 - r0, n_out), out=delta.dz)
+            np.add(cache.z, delta.dz, out=delta.z)
+            self._finish(delta.z, b, *halves[0])
+            np.subtract(cache.z, delta.dz, out=delta.z)
+            self._finish(delta.z, b, *halves[1])
+            return out
+        step = scale * eps
+        for sign, (o, a) in zip((1, -1), halves):
+            delta.b[:] = b
+            if sign > 0:
+                delta.b[start:start + size] += step
+            else:
+                delta.b[start:start + size] -= step
+            self._finish(cache.z, delta.b, o, a)
+        return out
 
 
 class ConvPoolReLU(_DeltaForward):
@@ -147,10 +181,10 @@ class ConvPoolReLU(_DeltaForward):
     def _gemm_input(cache):
         return cache.cols
 
-    def _finish(self, z, bias, d):
+    def _finish(self, z, bias, out, argmax):
         z4 = z.reshape((-1, self.height, self.width, self.c_out))
-        kernels.pool_bias_relu(z4, bias, d.out, d.argmax)
-        return d.out
+        kernels.pool_bias_relu(z4, bias, out, argmax)
+        return out
 
     def backward(self, w, gw, gb, dout, buf, need_dx):
         """Writes gw, gb from dout (B, H/2, W/2, C_out); returns dL/dx (a buffer) or None.
@@ -228,10 +262,10 @@ class Dense(_DeltaForward):
     def _gemm_input(cache):
         return cache.x
 
-    def _finish(self, z, bias, d):
-        d.out[:] = z
-        kernels.bias_act(d.out, bias, self.relu)
-        return d.out
+    def _finish(self, z, bias, out, argmax=None):
+        out[:] = z
+        kernels.bias_act(out, bias, self.relu)
+        return out
 
     def backward(self, w, gw, gb, dout, buf, need_dx):
         """Writes gw, gb from dout (B, n_out), which it may overwrite; returns dL/dx or None."""

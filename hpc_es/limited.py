@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpc_es import kernels
+from hpc_es.layers import Dense
 
 CHOICES = ("uniform", "size")
 
@@ -122,10 +123,18 @@ class DeltaEvaluator:
     nets). theta must not change between :meth:`set_base` and the calls that use it.
     """
 
-    def __init__(self, net):
+    def __init__(self, net, batched=True):
         self.net = net
+        self.batched = batched  # es.evaluate calls :meth:`losses` (else :meth:`loss` per offspring)
         self._tensors = net.layout
+        self._offsets = np.array([p.offset for p in net.layout], np.int64)
         self._key = None
+        # the dense layer the fused kernel serves: the one below a dense output layer (fc1 of
+        # tf_tutorial). The output layer's own buckets span hundreds of 10-wide rows, which BLAS
+        # does better: they go by pairs like the convolutions.
+        layers = net.layers
+        self._fused = {i: layers[i] for i in range(max(0, len(layers) - 2), len(layers) - 1)
+                       if all(isinstance(a, Dense) for a in layers[i:])}
 
     def set_base(self, theta, x, y):
         """Cache every layer's input and pre-bias output for (theta, x, y); returns the base loss."""
@@ -135,6 +144,10 @@ class DeltaEvaluator:
         if key != self._key:
             self._allocate(*key)
         self.theta, self.views = theta, net.views(theta)
+        last = len(net.layers) - 1
+        w, b = self.views[last]
+        if last - 1 in self._fused:  # the output layer, transposed for the batched path's dot products
+            self._top = (np.ascontiguousarray(w.T), b, net.layers[last].relu)
         h = xs
         for i, (layer, (w, b)) in enumerate(zip(net.layers, self.views)):
             h = layer.forward_cached(w, b, h.reshape((h.shape[0],) + layer.in_shape), self.cache[i],
@@ -153,7 +166,79 @@ class DeltaEvaluator:
             h = above.forward(*self.views[j], h.reshape((h.shape[0],) + above.in_shape), self.tail[j], 1.0)
         return kernels.softmax_xent(h, self.y, self._no_grad)
 
+    def losses(self, table, starts, sizes, offsets, scales, out, antithetic=True):
+        """:meth:`loss` of many offspring into ``out``: offspring k adds ``scales[k] *
+        table[offsets[k]:offsets[k] + sizes[k]]`` at ``theta[starts[k]:]`` (one bucket).
+
+        Buckets in a dense layer below a dense output layer (fc1 of tf_tutorial: 644 of its
+        662 buckets) go to one numba call per tensor
+        (:func:`hpc_es.kernels._dense_delta_losses`: an antithetic pair's change of the layer is
+        formed once, then both members run to the loss without leaving the kernel); the others
+        (convolutions, whose layers above cost a full forward pass, and the output layer) go pair by pair: the
+        layer's change once (:meth:`~hpc_es.layers.ConvPoolReLU.forward_delta_pair`), the layers
+        above on both members stacked (one GEMM of 2B rows per layer). With ``antithetic``, a
+        member whose partner is not in the call (a pair split between ranks) is evaluated as
+        the whole pair too, so each offspring's loss is computed by the same code whatever else
+        is in the call and the rewards do not depend on how offspring are split over ranks.
+        Against :meth:`loss` they differ only by the order of float32 sums (the dense layers'
+        loops; BLAS on 2B rows instead of B), tested. Windows and buckets must have been
+        checked (``es.check_population``)."""
+        if not starts.size:
+            return out
+        tensor = np.searchsorted(self._offsets, starts, side="right") - 1
+        for t in np.unique(tensor):
+            ks = np.flatnonzero(tensor == t)
+            p = self._tensors[t]
+            fused = self._fused.get(p.layer)
+            if fused is None:
+                self._pairs(table, starts, sizes, offsets, scales, ks, antithetic, out)
+                continue
+            w, b = self.views[p.layer]
+            cache = self.cache[p.layer]
+            top_wt, top_b, top_relu = self._top
+            res = np.empty(ks.size, np.float64)
+            kernels._dense_delta_losses(
+                cache.x, cache.z, b, fused.relu, top_wt, top_b, top_relu, self.y, table, p.kind == "w",
+                starts[ks] - p.offset, sizes[ks], offsets[ks], scales[ks].astype(w.dtype), res,
+                *self._fused_scratch(sizes[ks].max(), w.dtype))
+            out[ks] = res
+        return out
+
     # ---- internals ----------------------------------------------------------------------
+    def _pairs(self, table, starts, sizes, offsets, scales, ks, antithetic, out):
+        """Losses of offspring ``ks`` (all in one tensor below the top dense layers) into ``out``."""
+        i, n = 0, ks.size
+        while i < n:
+            k = ks[i]
+            partner = (i + 1 < n and ks[i + 1] == k + 1 and starts[k + 1] == starts[k] and
+                       offsets[k + 1] == offsets[k] and scales[k + 1] == -scales[k])
+            if not (partner or antithetic):
+                out[k] = self.loss(starts[k], sizes[k], table, offsets[k], scales[k])
+                i += 1
+                continue
+            plus, minus = self._pair_loss(starts[k], sizes[k], table, offsets[k], abs(scales[k]))
+            if partner:
+                out[k], out[k + 1] = (plus, minus) if scales[k] > 0 else (minus, plus)
+                i += 2
+            else:  # its partner is on another rank: the same computation, one half kept
+                out[k] = plus if scales[k] > 0 else minus
+                i += 1
+
+    def _pair_loss(self, start, size, table, offset, scale):
+        """(loss at +scale, loss at -scale) of one bucket: both members through the layers above at once."""
+        p = self._tensors[self._tensor_of(start, size)]
+        i = p.layer
+        w, b = self.views[i]
+        stack = self._stack[i]
+        h = self.net.layers[i].forward_delta_pair(w, b, self.cache[i], self.delta[i], p.kind, start - p.offset,
+                                                  table[offset:offset + size], scale, stack.out, stack.argmax)
+        for j in range(i + 1, len(self.net.layers)):
+            above = self.net.layers[j]
+            h = above.forward(*self.views[j], h.reshape((h.shape[0],) + above.in_shape), self.tail2[j], 1.0)
+        half = h.shape[0] // 2
+        return (kernels.softmax_xent(h[:half], self.y, self._no_grad),
+                kernels.softmax_xent(h[half:], self.y, self._no_grad))
+
     def _tensor_of(self, start, size):
         for t, p in enumerate(self._tensors):
             if p.offset <= start and start + size <= p.offset + p.size:
@@ -164,5 +249,18 @@ class DeltaEvaluator:
         dtype = np.dtype(dtype)
         self.tail = [layer.buffers(batch, dtype, False) for layer in self.net.layers]
         self.cache, self.delta = zip(*(layer.delta_buffers(batch, dtype) for layer in self.net.layers))
+        # an antithetic pair's outputs of each layer stacked (2B, ...), and the layers above on 2B
+        self._stack = [layer.output_buffers(2 * batch, dtype) for layer in self.net.layers]
+        self.tail2 = [layer.buffers(2 * batch, dtype, False) for layer in self.net.layers]
         self._no_grad = np.empty((0, self.net.layers[-1].n_out), dtype)
         self._key = (batch, dtype.str)
+        self._scratch = None
+
+    def _fused_scratch(self, longest, dtype):
+        """(dz, h, logits, e) for :func:`hpc_es.kernels._dense_delta_losses`, kept between calls."""
+        width = max(layer.n_out for layer in self._fused.values())
+        if self._scratch is None or self._scratch[3].size < longest:
+            n_out = self.net.layers[-1].n_out
+            self._scratch = (np.empty(width, dtype), np.empty((2, width), dtype), np.empty((2, n_out), dtype),
+                             np.empty(max(longest, 1), dtype))
+        return self._scratch

@@ -164,11 +164,15 @@ class Net:
         self.add_l2_grad(theta, l2, grad)
         return loss + self._l2_loss(theta, l2), grad
 
-    def add_l2_grad(self, theta, l2, grad):
-        """grad += the gradient of ``l2``/2 * sum of squared weights (biases are not penalised)."""
+    def add_l2_grad(self, theta, l2, grad, lo=0, hi=None):
+        """grad += the gradient of ``l2``/2 * sum of squared weights (biases are not penalised),
+        on parameters [lo, hi) only (default all: a sharded update adds it to its slice)."""
+        hi = self.n_params if hi is None else hi
         if l2:
             for s in self.weight_slices():
-                grad[s] += l2 * theta[s]
+                a, b = max(s.start, lo), min(s.stop, hi)
+                if a < b:
+                    grad[a:b] += l2 * theta[a:b]
         return grad
 
     def grad(self, theta, x, y, l2=0.0, out=None):

@@ -23,6 +23,16 @@ class SGD:
     def state(self):
         return {"step_count": np.array(self.step_count)}
 
+    def replicated_state(self):
+        """What every rank holds alike (here all of :meth:`state`): the drift check compares it."""
+        return self.state()
+
+    def slice(self, lo, hi):
+        """This optimizer over parameters [lo, hi) only (a sharded update): the same steps there."""
+        part = SGD(hi - lo, self.lr)
+        part.step_count = self.step_count
+        return part
+
     def load_state(self, state):
         self.step_count = int(state["step_count"])
 
@@ -61,6 +71,17 @@ class Adam:
 
     def state(self):
         return {"m": self.m, "v": self.v, "step_count": np.array(self.step_count)}
+
+    def replicated_state(self):
+        """What every rank holds alike (here all of :meth:`state`): the drift check compares it."""
+        return self.state()
+
+    def slice(self, lo, hi):
+        """This optimizer over parameters [lo, hi) only (a sharded update): its state there, so
+        its steps give the same bits as this one's on that slice (the update is elementwise)."""
+        part = Adam(hi - lo, self.lr, self.beta1, self.beta2, self.eps, self.m.dtype)
+        part.m[:], part.v[:], part.step_count = self.m[lo:hi], self.v[lo:hi], self.step_count
+        return part
 
     def load_state(self, state):
         self.m[:] = state["m"]

@@ -82,7 +82,7 @@ class SGDStep:
     """The SGD control: the exact gradient of iteration t's mini-batch (identical on every rank)."""
 
     def __init__(self, cfg, comm, net, dataset):
-        self.cfg, self.net, self.rank = cfg, net, comm.Get_rank()
+        self.cfg, self.net, self.comm, self.rank = cfg, net, comm, comm.Get_rank()
         self.x, self.y = dataset.train_images, dataset.train_labels
 
     def describe(self):
@@ -90,6 +90,15 @@ class SGDStep:
 
     def minibatch(self, t):
         return es.minibatch(self.cfg.run.seed, t, len(self.y), self.cfg.data.batch_size)
+
+    def optimizer(self, opt):
+        """The optimizer the loop steps with (this step's own form of ``opt``: here ``opt``)."""
+        return opt
+
+    def update(self, opt, theta, grad, timer):
+        """theta <- the optimizer's step with the descent direction ``grad`` (every rank alike)."""
+        with timer("update"):
+            opt.step(theta, grad)
 
     def gradient(self, theta, t, out, timer):
         batch = self.minibatch(t)
@@ -102,16 +111,24 @@ class SGDStep:
         return rec
 
     def measure(self, theta, t, batch, g_est, sign, g_true):
-        """Rank 0's measurements of iteration t (see module doc); {} elsewhere or when off.
+        """The measurements of iteration t (see module doc), on rank 0; {} elsewhere or when off.
+        Collective: every rank calls it.
 
-        ``g_est`` is the estimate used this iteration, ``sign`` the sign that turns the loss
-        gradient into its direction (-1 for g_ES, an ascent direction of the reward), and
-        ``g_true`` the exact loss gradient of the mini-batch if already computed.
+        ``g_est`` is the estimate used this iteration (complete on rank 0), ``sign`` the sign
+        that turns the loss gradient into its direction (-1 for g_ES, an ascent direction of
+        the reward), and ``g_true`` the exact loss gradient of the mini-batch if already
+        computed. The backward passes are spread: g_true on rank 0, the self-correlation's two
+        gradients on ranks 1 and 2 (as many as there are; the second is sent to the first).
         """
-        cfg, net, x, y = self.cfg, self.net, self.x, self.y
+        cfg = self.cfg
         rec = {}
+        if cfg.measure.sgd_self_correlation:
+            value = self._self_correlation(theta, t)
+            if self.rank == 0:
+                rec["rho_sgd_self"] = value
         if self.rank != 0:
             return rec
+        net, x, y = self.net, self.x, self.y
         if cfg.measure.correlation:
             if g_true is None:
                 g_true = net.grad(theta, x[batch], y[batch])  # the cross-entropy's gradient, no L2
@@ -122,12 +139,22 @@ class SGDStep:
             for name, share in analysis.layer_shares(net, g_true).items():
                 rec[f"gshare_{name}"] = share
             rec.update(self.theory(g_true))
-        if cfg.measure.sgd_self_correlation:
-            rng = es.stream(cfg.run.seed, t, es.SELF_STREAM)
-            b1, b2 = (rng.choice(len(y), cfg.data.batch_size, replace=False) for _ in range(2))
-            g1 = net.grad(theta, x[b1], y[b1]).copy()
-            rec["rho_sgd_self"] = analysis.pearson(g1, net.grad(theta, x[b2], y[b2]))
         return rec
+
+    def _self_correlation(self, theta, t):
+        """rho of the loss gradients on two independent random mini-batches of iteration t
+        (stream SELF_STREAM), the first computed on rank 1 % R and the second on rank 2 % R;
+        the value reaches every rank."""
+        cfg, net, x, y, size = self.cfg, self.net, self.x, self.y, self.comm.Get_size()
+        rng = es.stream(cfg.run.seed, t, es.SELF_STREAM)
+        b1, b2 = (rng.choice(len(y), cfg.data.batch_size, replace=False) for _ in range(2))
+        first, second = 1 % size, 2 % size
+        g1 = net.grad(theta, x[b1], y[b1]).copy() if self.rank == first else None
+        g2 = net.grad(theta, x[b2], y[b2]) if self.rank == second else None
+        inbox = np.empty(net.n_params, np.float32) if self.rank == first != second else None
+        g2 = comm_mod.move(self.comm, g2, second, first, inbox)
+        value = analysis.pearson(g1, g2) if self.rank == first else None
+        return self.comm.bcast(value, root=first)
 
     def theory(self, g_true):
         """What our theory expects rho to be this iteration, given g_true ({}: no estimate)."""
@@ -173,6 +200,42 @@ class ProxyStep(SGDStep):
         with timer("measure"):
             rec.update(self.measure(theta, t, batch, out, sign=1.0, g_true=self.g_true))
         return rec
+
+
+class ShardedOptimizer:
+    """An optimizer over one rank's slice [lo, hi) of theta: its state (Adam's m and v) is 1/R
+    of the replicated one, and so is the work of a step; the elementwise update gives the same
+    bits as the replicated optimizer on that slice. Built from the session's optimizer (full
+    state, e.g. loaded from a checkpoint: each rank keeps its slice). :meth:`state` is
+    collective: the slices are gathered on rank 0 (the only writer of checkpoints), so a run
+    resumes on any rank count; :meth:`replicated_state` is what every rank holds alike (the
+    step count), for the drift check."""
+
+    def __init__(self, opt, comm, lo, hi, counts):
+        self.comm, self.lo, self.hi, self.counts = comm, lo, hi, counts
+        self.n_params = int(counts.sum())
+        self.local = opt.slice(lo, hi)
+
+    @property
+    def step_count(self):
+        return self.local.step_count
+
+    def step(self, theta, grad):
+        self.local.step(theta[self.lo:self.hi], grad[self.lo:self.hi])
+
+    def state(self):
+        """Collective: the full state on rank 0 (arrays of P), this rank's slices elsewhere."""
+        out = {}
+        for key, value in self.local.state().items():
+            if isinstance(value, np.ndarray) and value.ndim == 1 and value.size == self.hi - self.lo:
+                whole = np.empty(self.n_params, value.dtype) if self.comm.Get_rank() == 0 else value
+                out[key] = comm_mod.gatherv(self.comm, value, whole, self.counts)
+            else:
+                out[key] = value
+        return out
+
+    def replicated_state(self):
+        return {"step_count": np.array(self.local.step_count)}
 
 
 class ESStep(SGDStep):
@@ -257,16 +320,32 @@ class ESStep(SGDStep):
         with timer("aggregate"):
             es.gradient(self.table, pop, es.fitness(rewards, cfg.es.fitness), cfg.es.sigma, out,
                         self.g_lo, self.g_hi)
-        if self.sharded:  # assemble g from every rank's slice (P floats, in place)
+        lo, hi = self.g_lo, self.g_hi
+        if self.sharded and cfg.measure.correlation:  # only the measuring rank needs all of g
             with timer("communicate"):
-                comm_mod.allgatherv(self.comm, out[self.g_lo:self.g_hi], out, self.g_counts)
+                comm_mod.gatherv(self.comm, out[lo:hi], out, self.g_counts)
         rec = {"loss": -float(rewards.mean()), "reward_std": float(rewards.std())}
         with timer("measure"):
             rec.update(self.measure(theta, t, pop.batch, out, sign=-1.0, g_true=self.g_true))
         with timer("update"):
-            np.negative(out, out=out)  # the optimizers descend the loss = -reward
-            self.net.add_l2_grad(theta, cfg.optim.l2, out)  # as OpenAI's ES: L2's gradient is known exactly
+            np.negative(out[lo:hi], out=out[lo:hi])  # the optimizers descend the loss = -reward
+            # as OpenAI's ES: L2's gradient is known exactly
+            self.net.add_l2_grad(theta, cfg.optim.l2, out, lo, hi)
         return rec
+
+    def optimizer(self, opt):
+        """Sharded: each rank keeps the optimizer state of its slice of theta only (:class:`ShardedOptimizer`)."""
+        return ShardedOptimizer(opt, self.comm, self.g_lo, self.g_hi, self.g_counts) if self.sharded else opt
+
+    def update(self, opt, theta, grad, timer):
+        """Sharded: the optimizer's step on this rank's slice of theta (its slice of g is all it
+        computed), then one Allgatherv of theta (P floats: what the gather of g cost before)."""
+        if not self.sharded:
+            return super().update(opt, theta, grad, timer)
+        with timer("update"):
+            opt.step(theta, grad)
+        with timer("communicate"):
+            comm_mod.allgatherv(self.comm, theta[self.g_lo:self.g_hi], theta, self.g_counts)
 
 
 class LimitedESStep(ESStep):
@@ -276,7 +355,7 @@ class LimitedESStep(ESStep):
     def __init__(self, cfg, comm, net, dataset, table):
         super().__init__(cfg, comm, net, dataset, table)
         self.buckets = limited.partition(net.layout, cfg.es.bucket_size)
-        self.delta = limited.DeltaEvaluator(net) if cfg.es.delta else None
+        self.delta = limited.DeltaEvaluator(net, cfg.es.delta_batch) if cfg.es.delta else None
 
     def describe(self):
         return super().describe() + f", limited to buckets of <= {self.cfg.es.bucket_size}"

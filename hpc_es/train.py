@@ -156,6 +156,7 @@ def _loop(s, step, flag):
     cfg, comm, theta, history, out = s.cfg, s.comm, s.theta, s.history, s.out
     rank, n_iter = comm.Get_rank(), cfg.run.iterations
     grad = np.empty_like(theta)
+    s.opt = step.optimizer(s.opt)  # sharded ES: each rank keeps the state of its slice
     log.info("%s on %s (%d parameters), %s: iterations %d..%d%s", cfg.run.method, s.net.name, s.net.n_params,
              plural(comm.Get_size(), "rank"), s.start + 1, n_iter, step.describe())
     if s.start == 0 and cfg.run.eval_every:  # curves start at theta_0
@@ -168,8 +169,7 @@ def _loop(s, step, flag):
             rec = {"iteration": t + 1, **step.gradient(theta, t, grad, timer)}
         except comm_mod.RankFailure as err:  # every rank has it: say what is safe on disk
             raise comm_mod.RankFailure(f"{err}. {_kept(s)}") from None
-        with timer("update"):
-            s.opt.step(theta, grad)
+        step.update(s.opt, theta, grad, timer)
         done = t + 1
         faults.point("theta_update", done, rank, theta)
         if (cfg.run.eval_every and done % cfg.run.eval_every == 0) or done == n_iter:
@@ -186,7 +186,7 @@ def _loop(s, step, flag):
         # A signal may reach the ranks at different iterations; they agree on it here, together,
         # and compare their copies of theta and the optimizer state (hpc_es.drift), before any
         # checkpoint: every checkpoint written is one on which all ranks agreed.
-        stop, digests = comm_mod.agree(comm, flag["signum"] if out else 0, drift.state_digest(theta, s.opt.state()))
+        stop, digests = comm_mod.agree(comm, flag["signum"] if out else 0, drift.state_digest(theta, s.opt.replicated_state()))
         _check_drift(s, done, digests)
         keep = done in config.keep_theta(cfg)
         due = (cfg.run.checkpoint_every and done % cfg.run.checkpoint_every == 0) or done == n_iter or keep
@@ -225,9 +225,10 @@ def save(s, done, state=None, keep_theta=False):
     outcome, so all continue or all stop (exit 2; 1 for a bug) and nobody runs ahead of a
     checkpoint needed to resume."""
     problem, what = None, "checkpoint"
+    opt_state = s.opt.state()  # collective for a sharded optimizer: the slices gathered on rank 0
     if s.comm.Get_rank() == 0:
         try:
-            io.save_checkpoint(s.out, done, s.theta, s.opt.state(), s.cfg.to_dict(), s.history, s.meta, state)
+            io.save_checkpoint(s.out, done, s.theta, opt_state, s.cfg.to_dict(), s.history, s.meta, state)
             what = "results.h5"
             io.save_results(s.out, s.cfg.to_dict(), {**s.meta, "completed_iterations": done}, s.history, s.theta)
             if keep_theta:

@@ -145,6 +145,43 @@ def test_delta_evaluation_equals_the_full_forward_pass(net, images, dtype, tol):
     assert changed >= len(net.layout)  # the perturbations are large enough to be seen
 
 
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-12)])
+def test_batched_delta_evaluation_equals_the_per_offspring_and_full_passes(net, images, dtype, tol):
+    """DeltaEvaluator.losses (the dense layers' fused kernel, the convolutions' stacked pairs)
+    against DeltaEvaluator.loss per offspring and net.loss of the perturbed theta: first, middle
+    and last bucket of every tensor (buckets of 700 starting and ending mid-row), each as an
+    antithetic pair, plus lone members; and split at every point of the call, bit for bit the
+    same (a pair split between ranks is evaluated as a whole pair)."""
+    x, y = images
+    theta = net.init_theta(0, dtype=dtype)
+    table = noise.build_table(5, 50_000).astype(dtype)
+    buckets = limited.partition(net.layout, 700)
+    picks = [m for t in range(len(net.layout)) for m in sorted({*np.flatnonzero(buckets.tensor == t)[[0, -1]],
+                                                                np.flatnonzero(buckets.tensor == t)[
+                                                                    np.sum(buckets.tensor == t) // 2]})]
+    starts, sizes = np.repeat(buckets.start[picks], 2), np.repeat(buckets.size[picks], 2)
+    offsets = np.repeat(1000 + np.arange(len(picks), dtype=np.int64) * 37, 2)
+    scales = np.tile(np.array([0.05, -0.05], dtype), len(picks))
+    # a lone plus and a lone minus member (not antithetic partners of their neighbours)
+    starts, sizes = np.append(starts, starts[[2, 5]]), np.append(sizes, sizes[[2, 5]])
+    offsets, scales = np.append(offsets, [7, 9]), np.append(scales, scales[[2, 5]])
+    ev = limited.DeltaEvaluator(net)
+    ev.set_base(theta, x, y)
+    got = ev.losses(table, starts, sizes, offsets, scales, np.empty(starts.size))
+    for k in range(starts.size):
+        one = ev.loss(starts[k], sizes[k], table, offsets[k], scales[k])
+        pert = theta.copy()
+        pert[starts[k]:starts[k] + sizes[k]] += scales[k] * table[offsets[k]:offsets[k] + sizes[k]]
+        full = net.loss(pert, x, y)
+        assert abs(got[k] - one) <= tol * max(1.0, abs(one)), (k, got[k], one)
+        assert abs(got[k] - full) <= tol * max(1.0, abs(full)), (k, got[k], full)
+    for cut in range(1, starts.size):
+        parts = np.empty(starts.size)
+        for a, b in ((0, cut), (cut, starts.size)):
+            ev.losses(table, starts[a:b], sizes[a:b], offsets[a:b], scales[a:b], parts[a:b])
+        assert np.array_equal(parts, got), cut
+
+
 def test_limited_evaluate_with_and_without_delta_agree(mnist_dir):
     from hpc_es import data
     ds = data.load_mnist(mnist_dir)

@@ -82,6 +82,26 @@ def test_resume_reproduces_the_uninterrupted_run_bit_for_bit(world, mnist, share
                          "results file incomplete")
 
 
+@pytest.mark.mpi(min_size=2)
+def test_sharded_update_and_spread_measurements_match_one_rank(world, mnist, shared_tmp):
+    """Sharded ES: each rank keeps Adam's state for its slice only; the checkpoint gathers it
+    whole (equal to one rank's); the measurements, computed on different ranks (g_true on rank
+    0, the self-correlation's gradients on ranks 1 and 2 % R), equal one rank's."""
+    extra = ["measure.correlation=true", "measure.sgd_self_correlation=true", "optim.l2=0.0002"]
+    out = os.path.join(shared_tmp, "sharded")
+    theta, hist = train.run(_cfg(*extra), world, out=out, dataset=mnist, quiet=True)
+    serial_out = os.path.join(shared_tmp, "serial") if world.Get_rank() == 0 else None
+    if world.Get_rank() == 0:
+        theta_1, hist_1 = train.run(_cfg(*extra), comm.SerialComm(), out=serial_out, dataset=mnist, quiet=True)
+        ours, one = io.load_checkpoint(out), io.load_checkpoint(serial_out)
+        assert np.array_equal(theta, theta_1)
+        for key in ("m", "v", "step_count"):
+            assert np.array_equal(ours["optimizer"][key], one["optimizer"][key]), key
+        for key in ("rho", "rho_fc1", "rho_sgd_self", "gshare_conv1"):
+            assert hist[key] == hist_1[key], key
+    world.Barrier()
+
+
 @pytest.mark.mpi
 def test_refusals_happen_on_every_rank_before_work(world, mnist, shared_tmp):
     out = os.path.join(shared_tmp, "run")
