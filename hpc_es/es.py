@@ -145,7 +145,7 @@ def sample_population(es_cfg, seed, t, n_params, table_size, n_train, batch_size
     return Population(offsets, member, sign, batch, **bucket_fields)
 
 
-def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta=None):
+def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta=None, based=False):
     """Rewards -loss(theta + sign_i sigma eps_i) of offspring lo..hi-1 into ``rewards`` (hi-lo,).
 
     ``work`` (P,) is scratch for the perturbed parameters; eps is read from the table in place.
@@ -154,12 +154,14 @@ def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta=N
     or once per antithetic pair's subset in no-mini-batch mode); without, ``work`` holds theta
     and only the bucket is perturbed and restored per offspring. With one mini-batch for all
     offspring, the first layer's theta part is computed once (:class:`hpc_es.nets.SharedInput`).
+    ``based``: the caller has already set ``delta``'s base for theta and the shared mini-batch
+    (a node's ranks compute it together).
     """
     check_population(pop, theta.size, table.size)
     if hi <= lo:
         return
     if pop.limited:
-        return _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta)
+        return _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta, based)
     if pop.batch.ndim == 1:
         shared = nets.SharedInput(net, theta, x[pop.batch], y[pop.batch])
         a, i = shared.rest, lo
@@ -184,13 +186,17 @@ def evaluate(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta=N
         rewards[i - lo] = -net.loss(work, x[b], y[b])
 
 
-def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta):
+def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work, delta, based=False):
     shared_batch = pop.batch.ndim == 1
+    if based and not (shared_batch and delta is not None):
+        raise ValueError("based = True needs delta evaluation on a shared mini-batch")
     if delta is None:
         work[:] = theta
     elif getattr(delta, "batched", False):
-        return _evaluate_limited_batched(theta, table, pop, sigma, x, y, lo, hi, rewards, delta)
+        return _evaluate_limited_batched(theta, table, pop, sigma, x, y, lo, hi, rewards, delta, based)
     unset = based_on = object()  # the row of pop.batch (None: the shared batch) the cache is for
+    if based:
+        based_on = None
     for i in range(lo, hi):
         m = pop.member[i]
         start, length, offset = pop.start[m], pop.length[m], pop.offsets[m]
@@ -209,7 +215,7 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
             seg[:] = theta[start:start + length]
 
 
-def _evaluate_limited_batched(theta, table, pop, sigma, x, y, lo, hi, rewards, delta):
+def _evaluate_limited_batched(theta, table, pop, sigma, x, y, lo, hi, rewards, delta, based=False):
     """Offspring lo..hi-1 by :meth:`hpc_es.limited.DeltaEvaluator.losses`: all at once on a
     shared mini-batch, else one call per run of offspring on the same subset."""
     m = pop.member[lo:hi]
@@ -225,7 +231,8 @@ def _evaluate_limited_batched(theta, table, pop, sigma, x, y, lo, hi, rewards, d
         edges = np.concatenate([[0], cut, [hi - lo]])
         runs = [(a, b, pop.batch[rows[a]]) for a, b in zip(edges[:-1], edges[1:])]
     for a, b, batch in runs:
-        delta.set_base(theta, x[batch], y[batch])
+        if not based:
+            delta.set_base(theta, x[batch], y[batch])
         delta.losses(table, starts[a:b], sizes[a:b], offsets[a:b], scales[a:b], losses[a:b], antithetic)
     np.negative(losses, out=rewards[:hi - lo])
 

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hpc_es import kernels
-from hpc_es.layers import Dense
+from hpc_es.layers import Buffers, Dense
 
 CHOICES = ("uniform", "size")
 
@@ -115,6 +115,20 @@ def expected_correlation(grad, buckets, choice, n_pairs):
     return float(np.sqrt(n_pairs / (n_pairs - 1.0 + s))), np.sqrt(n_pairs / (n_pairs - 1.0 + (m + 2.0) / p))
 
 
+BASE_BLOCK = 10  # images per block of the base pass (a conv's chunk is cut to it: every block computed alike)
+
+
+def _rows(buf, batch, a, z):
+    """A view of a layer's cache for images [a, z) of a batch of ``batch``."""
+    out = {}
+    for name, arr in vars(buf).items():
+        if isinstance(arr, np.ndarray):
+            per = arr.shape[0] // batch
+            arr = arr[a * per:z * per]
+        out[name] = arr
+    return Buffers(**out)
+
+
 class DeltaEvaluator:
     """Loss of theta + (a perturbation confined to one bucket) from cached activations of theta.
 
@@ -136,11 +150,18 @@ class DeltaEvaluator:
         self._fused = {i: layers[i] for i in range(max(0, len(layers) - 2), len(layers) - 1)
                        if all(isinstance(a, Dense) for a in layers[i:])}
 
-    def set_base(self, theta, x, y):
-        """Cache every layer's input and pre-bias output for (theta, x, y); returns the base loss."""
+    def set_base(self, theta, x, y, part=(0, 1)):
+        """Cache every layer's input and pre-bias output for (theta, x, y); returns the base loss.
+
+        The images go through the layers in blocks of :data:`BASE_BLOCK`, each block alike
+        whoever computes it. With ``part`` = (k, n) only the k-th of n contiguous shares of the
+        blocks is computed (and None returned): the ranks of a node each compute a share into a
+        cache they share (:meth:`share_cache`), then wait for each other before using it; every
+        call still sets this evaluator's theta, batch and labels."""
         net = self.net
         xs, scale, self.y = net.check_batch(theta, x, y)
-        key = (xs.shape[0], theta.dtype.str)
+        batch = xs.shape[0]
+        key = (batch, theta.dtype.str)
         if key != self._key:
             self._allocate(*key)
         self.theta, self.views = theta, net.views(theta)
@@ -148,11 +169,33 @@ class DeltaEvaluator:
         w, b = self.views[last]
         if last - 1 in self._fused:  # the output layer, transposed for the batched path's dot products
             self._top = (np.ascontiguousarray(w.T), b, net.layers[last].relu)
-        h = xs
-        for i, (layer, (w, b)) in enumerate(zip(net.layers, self.views)):
-            h = layer.forward_cached(w, b, h.reshape((h.shape[0],) + layer.in_shape), self.cache[i],
-                                     scale if i == 0 else 1.0)
-        return kernels.softmax_xent(h, self.y, self._no_grad)
+        k, n = part
+        blocks = -(-batch // BASE_BLOCK)
+        for blk in range(blocks * k // n, blocks * (k + 1) // n):
+            a, z = blk * BASE_BLOCK, min(batch, (blk + 1) * BASE_BLOCK)
+            h = xs[a:z]
+            for i, (layer, (w, b)) in enumerate(zip(net.layers, self.views)):
+                h = layer.forward_cached(w, b, h.reshape((z - a,) + layer.in_shape), _rows(self.cache[i], batch, a, z),
+                                         scale if i == 0 else 1.0)
+        inputs = [xs] + [c.out for c in self.cache[:-1]]
+        for layer, cache, h in zip(net.layers, self.cache, inputs):
+            if isinstance(layer, Dense):  # its cache keeps its input: the whole batch's
+                cache.x = h.reshape(batch, layer.n_in)
+        return kernels.softmax_xent(self.cache[-1].out, self.y, self._no_grad) if n == 1 else None
+
+    def share_cache(self, batch, dtype, alloc):
+        """Hold the cache of a batch of ``batch`` (dtype ``dtype``) in memory from
+        ``alloc(nbytes)`` (a uint8 array, e.g. a node's shared window: one copy per node),
+        instead of this process's own. Returns the bytes used."""
+        self._allocate(batch, dtype)
+        arrays = [(c, name, a) for c in self.cache for name, a in vars(c).items() if isinstance(a, np.ndarray)]
+        sizes = [-(-a.nbytes // 64) * 64 for _, _, a in arrays]
+        memory = alloc(sum(sizes))
+        at = 0
+        for (c, name, a), size in zip(arrays, sizes):
+            setattr(c, name, memory[at:at + a.nbytes].view(a.dtype).reshape(a.shape))
+            at += size
+        return at
 
     def loss(self, start, size, table, offset, scale):
         """Loss with ``theta[start:start+size] += scale * table[offset:offset+size]`` (one bucket)."""

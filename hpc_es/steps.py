@@ -95,6 +95,9 @@ class SGDStep:
         """The optimizer the loop steps with (this step's own form of ``opt``: here ``opt``)."""
         return opt
 
+    def close(self):
+        """Collective: release what the step holds across ranks (a node-shared cache)."""
+
     def update(self, opt, theta, grad, timer):
         """theta <- the optimizer's step with the descent direction ``grad`` (every rank alike)."""
         with timer("update"):
@@ -356,6 +359,42 @@ class LimitedESStep(ESStep):
         super().__init__(cfg, comm, net, dataset, table)
         self.buckets = limited.partition(net.layout, cfg.es.bucket_size)
         self.delta = limited.DeltaEvaluator(net, cfg.es.delta_batch) if cfg.es.delta else None
+        self.node_cache = None
+        if self.delta is not None and cfg.es.mode == "minibatch" and comm.Get_size() > 1:
+            # one cache per node, each of its ranks computing a share of the base pass
+            # (collective over comm, as the noise table's allocation)
+            batch = cfg.data.batch_size
+            nbytes = limited.DeltaEvaluator(net).share_cache(batch, np.float32, lambda n: np.empty(n, np.uint8))
+            shared = comm_mod.SharedArray(comm, -(-nbytes // 4))
+            if shared.comm.Get_size() > 1:
+                self.delta.share_cache(batch, np.float32, lambda n: shared.array.view(np.uint8)[:n])
+                self.node_cache = shared
+            else:
+                shared.free()
+
+    def evaluate_share(self, theta, t, pop):
+        if self.node_cache is None:
+            return super().evaluate_share(theta, t, pop)
+        node = self.node_cache.comm
+        b = pop.batch
+        try:  # this rank's share of the node's base pass, then the node waits for all shares
+            self.delta.set_base(theta, self.x[b], self.y[b], part=(node.Get_rank(), node.Get_size()))
+        finally:  # a rank that failed still arrives: the others must not wait for it
+            node.Barrier()
+        # the next write to the cache is the next iteration's, after the rewards' Allgatherv:
+        # no rank of the node is still reading it then
+        cfg, lo, hi = self.cfg, self.lo, self.hi
+        mid = (lo + hi) // 2 if faults.armed() else hi
+        es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, lo, mid, self.mine,
+                    self.work, self.delta, based=True)
+        faults.point("evaluate", t + 1, self.rank)
+        es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, mid, hi,
+                    self.mine[mid - lo:], self.work, self.delta, based=True)
+
+    def close(self):
+        if self.node_cache is not None:
+            self.node_cache.free()
+            self.node_cache = None
 
     def describe(self):
         return super().describe() + f", limited to buckets of <= {self.cfg.es.bucket_size}"

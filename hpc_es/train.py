@@ -97,7 +97,9 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
             nothing_to_do(s)
         else:
             with signal_flag(enabled=bool(out)) as flag:
-                _loop(s, steps.build(cfg, s.comm, s.net, s.dataset, s.table), flag)
+                step = steps.build(cfg, s.comm, s.net, s.dataset, s.table)
+                _loop(s, step, flag)
+                step.close()  # only on the way out every rank takes (as the table's window)
         return s.theta, s.history
 
 

@@ -83,6 +83,32 @@ def test_two_virtual_nodes_train_bit_identically_to_one_rank(world, mnist, extra
                          f"2 virtual nodes vs 1 rank: max |diff| {np.abs(theta - serial).max()}")
 
 
+def test_limited_es_keeps_one_base_pass_cache_per_virtual_node_computed_in_shares(world, mnist):
+    """The cached activations of theta live once per node; each of its ranks computes a share
+    of the blocks of images, and every rank sees the whole cache, equal to one process's."""
+    from hpc_es import limited, nets, steps
+    cfg = config.load("es_small_local", ES_TINY + ["run.iterations=1", "es.perturbation=limited",
+                                                   "es.bucket_size=2000"])
+    net = nets.build("small")
+    table = comm.shared_noise_table(world, cfg.noise.seed, cfg.noise.size)
+    step = steps.build(cfg, world, net, mnist, table)
+    node = step.node_cache.comm
+    comm.parallel_assert(world, node.Get_size() == 2, "no node-shared cache")
+    theta = net.init_theta(0)
+    batch = np.arange(50)
+    step.delta.set_base(theta, mnist.train_images[batch], mnist.train_labels[batch], part=(node.Get_rank(), 2))
+    node.Barrier()
+    alone = limited.DeltaEvaluator(net)
+    alone.set_base(theta, mnist.train_images[batch], mnist.train_labels[batch])
+    same = all(np.array_equal(a.out, b.out) and np.array_equal(a.z, b.z) for a, b in zip(step.delta.cache, alone.cache))
+    comm.parallel_assert(world, same, "the node's shared cache differs from one process's")
+    addresses = node.allgather(step.delta.cache[0].z.ctypes.data - step.node_cache.array.ctypes.data)
+    comm.parallel_assert(world, len(set(addresses)) == 1, f"cache at different places of the window: {addresses}")
+    world.Barrier()
+    step.close()
+    table.free()
+
+
 def test_a_checkpoint_of_two_nodes_resumes_on_one_node_and_on_three_ranks(world, mnist, tmp_path):
     base = world.bcast(str(tmp_path), root=0)
     rank = world.Get_rank()
