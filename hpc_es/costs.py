@@ -179,6 +179,7 @@ def measure_units(cfgs, dataset, table_floats=None, comm=None):
             u[f"limited_offspring_{size}"] = (_clock(lambda: es.evaluate(net, theta, table, lim, 0.002, x, y, 0,
                                                                          lim.size, r, work, delta))
                                               - u[f"base_pass_{size}"]) / lim.size
+            u[f"limited_tensor_{size}"] = _per_tensor(net, theta, x, y, table, buckets, _clock)
             f = np.random.default_rng(3).standard_normal(lim.size)
             floats = float(lim.length.sum())
             u[f"aggregate_sparse_float_{size}"] = _clock(lambda: es.gradient(table, lim, f, 0.002, grad)) / floats
@@ -200,6 +201,49 @@ def measure_units(cfgs, dataset, table_floats=None, comm=None):
     if comm is not None:
         units = _mean_over_ranks(comm, units)
     return units
+
+
+def _per_tensor(net, theta, x, y, table, buckets, clock):
+    """Seconds per limited offspring whose bucket lies in each tensor, batched antithetic pairs
+    of one tensor per call (``DeltaEvaluator.losses``), the base pass excluded: {tensor: s}."""
+    from hpc_es import limited
+    delta = limited.DeltaEvaluator(net)
+    delta.set_base(theta, x[:50], y[:50])
+    out = {}
+    for t, p in enumerate(net.layout):
+        ids = np.flatnonzero(buckets.tensor == t)
+        pairs = 128 if p.layer >= len(net.layers) - 2 else 4  # the top two layers: cheap offspring
+        picks = np.repeat(ids[np.arange(pairs) % ids.size], 2)
+        offsets = np.repeat(np.arange(pairs, dtype=np.int64) * 997, 2)
+        scales = np.tile(np.array([0.002, -0.002], np.float32), pairs)
+        losses = np.empty(2 * pairs)
+        out[p.name] = clock(lambda: delta.losses(table, buckets.start[picks], buckets.size[picks], offsets, scales,
+                                                 losses)) / (2 * pairs)
+    return out
+
+
+def slowest_share(per_tensor, net, buckets, choice, n_perturbations, ranks, batch, antithetic, draws=10, seed=0):
+    """Expected seconds of the slowest of ``ranks`` ranks evaluating their deal
+    (:func:`hpc_es.es.deal`, by the same cost key as training: the forward pass from the
+    bucket's layer up) of ``n_perturbations`` limited perturbations drawn with ``choice``,
+    priced by ``per_tensor`` (the layout's tensor names -> seconds per offspring). Every rank
+    waits for the slowest at the rewards' Allgatherv; with few perturbations per rank one
+    costly bucket (a pair in conv1: 33 ms on tf_tutorial, against 0.06 ms in fc1) can set it.
+    By simulation (``draws`` populations, seeded: the same number every call)."""
+    from hpc_es import es
+    per = 2 if antithetic else 1
+    cost = per * np.array([per_tensor[p.name] for p in net.layout])[buckets.tensor]  # per perturbation of a bucket
+    tensor_layer = np.array([p.layer for p in net.layout])[buckets.tensor]
+    key = np.array([sum(a.flops(batch) for a in net.layers[i:]) for i in range(len(net.layers))])[tensor_layer]
+    p = buckets.probabilities(choice)
+    rng = np.random.default_rng(seed)
+    slowest = []
+    for _ in range(draws):
+        ids = rng.choice(cost.size, size=n_perturbations, p=p)
+        counts, order = es.deal(key[ids], ranks, antithetic)
+        rank_of = np.repeat(np.arange(ranks), counts // per)
+        slowest.append(float(np.bincount(rank_of, weights=cost[ids[order[::per] // per]], minlength=ranks).max()))
+    return float(np.mean(slowest))
 
 
 def _perturbations(cfg):
@@ -264,13 +308,25 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         share = math.ceil(N / R)
         if e.perturbation == "limited":
             size = e.bucket_size
-            if e.delta:
-                bases = 1 if e.mode == "minibatch" else min(share, math.ceil(K / R) + 1)
+            from hpc_es import limited
+            buckets = limited.partition(net.layout, size)
+            if e.delta and e.mode == "minibatch":
+                # the base pass once per node, its blocks of images shared by the node's ranks
+                blocks = math.ceil(cfg.data.batch_size / limited.BASE_BLOCK)
+                base = u[f"base_pass_{size}"] * math.ceil(blocks / min(rpn, blocks)) / blocks
+                per_tensor = u.get(f"limited_tensor_{size}")
+                if per_tensor and e.delta_batch:  # the slowest rank's deal of buckets, not the mean's
+                    phases["evaluate"] = base + slowest_share(per_tensor, net, buckets, e.bucket_choice, K, R,
+                                                              cfg.data.batch_size, e.antithetic)
+                else:
+                    notes.append(f"the units have no limited_tensor_{size}: every rank priced at the mean "
+                                 f"offspring, without the slowest rank's extra convolution buckets")
+                    phases["evaluate"] = base + share * u[f"limited_offspring_{size}"]
+            elif e.delta:  # no-mini-batch: a base pass per antithetic pair's subset, on every rank
+                bases = min(share, math.ceil(K / R) + 1)
                 phases["evaluate"] = share * u[f"limited_offspring_{size}"] + bases * u[f"base_pass_{size}"]
             else:  # a full forward pass per offspring (only the bucket is perturbed and restored)
                 phases["evaluate"] = share * u["offspring" if e.mode == "minibatch" else "offspring_subset"]
-            from hpc_es import limited
-            buckets = limited.partition(net.layout, size)
             p = buckets.probabilities(e.bucket_choice)
             mean_len = float((p * buckets.size).sum())
             phases["aggregate"] = K * mean_len * u[f"aggregate_sparse_float_{size}"] / (R if sharded else 1)
@@ -280,7 +336,7 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
             phases["aggregate"] = K * (P / R if sharded else P) * u["aggregate_float"]
         phases["communicate"] = (network.time("allgatherv", R, 8 * N) + network.time("allreduce", R)
                                  + (network.time("allgatherv", R, 4 * P) if sharded else 0.0))
-        phases["update"] = P * u["adam_float"]
+        phases["update"] = (P / R if sharded else P) * u["adam_float"]  # sharded: each rank its slice
     elif method == "es_first_order":
         K = e.n_offspring // 2 if e.antithetic else e.n_offspring
         share = math.ceil(K / R)
@@ -299,7 +355,7 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         phases["aggregate"] = K * floats * u[agg_key] / (R if sharded else 1)
         phases["communicate"] = (network.time("allgatherv", R, 8 * K) + network.time("allreduce", R)
                                  + (network.time("allgatherv", R, 4 * P) if sharded else 0.0))
-        phases["update"] = P * u["adam_float"]
+        phases["update"] = (P / R if sharded else P) * u["adam_float"]
     elif method in ("sgd", "proxy"):
         phases["evaluate"] = u["sgd_step"]
         phases["update"] = P * u["adam_float"] + (P * u["proxy_float"] if method == "proxy" else 0.0)
@@ -307,10 +363,19 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         if R > 1 and not rhos:
             notes.append("SGD and the proxy compute the same gradient on every rank: more ranks only split "
                          "validation")
-    if cfg.measure.correlation and method != "es_first_order":  # first-order ES has g_true already
-        phases["measure"] += u["sgd_step"]  # g_true on rank 0; everyone waits at the next collective
+    # the measurements' backward passes: g_true on rank 0 (first-order ES has it already), the
+    # self-correlation's two on ranks 1 and 2 % R; everyone waits for the busiest at the next collective
+    passes = [0] * min(R, 3)
+    if cfg.measure.correlation and method != "es_first_order":
+        passes[0] += 1
     if cfg.measure.sgd_self_correlation:
-        phases["measure"] += 2 * u["sgd_step"]
+        passes[1 % R] += 1
+        passes[2 % R] += 1
+        if R > 1:  # the second gradient sent to the first's rank
+            phases["communicate"] += network.time("allgatherv", 2, 4 * P)
+    phases["measure"] += max(passes) * u["sgd_step"]
+    if cfg.measure.correlation and method in ES_METHODS and sharded:  # g gathered on rank 0 (at most an Allgatherv)
+        phases["communicate"] += network.time("allgatherv", R, 4 * P)
     if method != "population":
         phases["validate"] = validate / run.eval_every if run.eval_every else validate / max(iters, 1)
     startup = units["process_start"] + units["data_load"] * (2 if R > 1 else 1)  # rank 0 first, then the rest
@@ -343,7 +408,8 @@ def predict(cfg, ranks, units, network=None, ranks_per_node=None, iterations=Non
         per_run += iters * P * u["proxy_float"] * len(rhos) / (1 + len(rhos))
         wall = units["process_start"] + units["data_load"] + math.ceil(tasks / R) * per_run
         notes.append(f"{tasks} runs of {iters:,} iterations, {math.ceil(tasks / R)} after another on each rank")
-    arrays = 6 * 4 * P  # theta, grad, work, Adam m and v, the gathered slice
+    sharded_state = uses_table and e.aggregation == "sharded" and R > 1 and method != "population"
+    arrays = 4 * 4 * P + 2 * 4 * P / (R if sharded_state else 1)  # theta, grad, work, a slice; Adam's m and v
     memory = (4 * cfg.noise.size if uses_table else 0) + rpn * (units["rss_rank"] + arrays)
     return Prediction(cfg.to_dict(), R, rpn, iters, phases, startup, writes, wall, memory, notes)
 

@@ -216,25 +216,52 @@ def _evaluate_limited(net, theta, table, pop, sigma, x, y, lo, hi, rewards, work
 
 
 def _evaluate_limited_batched(theta, table, pop, sigma, x, y, lo, hi, rewards, delta, based=False):
-    """Offspring lo..hi-1 by :meth:`hpc_es.limited.DeltaEvaluator.losses`: all at once on a
-    shared mini-batch, else one call per run of offspring on the same subset."""
-    m = pop.member[lo:hi]
+    """Offspring lo..hi-1 by :func:`evaluate_limited_set`."""
+    evaluate_limited_set(theta, table, pop, sigma, x, y, np.arange(lo, hi), rewards, delta, based)
+
+
+def evaluate_limited_set(theta, table, pop, sigma, x, y, idx, rewards, delta, based=False):
+    """Rewards of limited-perturbation offspring ``idx`` (any set, e.g. a rank's share from
+    :func:`deal`) into ``rewards`` (idx.size,), by :meth:`hpc_es.limited.DeltaEvaluator.losses`:
+    all at once on a shared mini-batch (``based``: its base already set), else one call per
+    run of offspring on the same subset. Windows must have been checked (:func:`check_population`)."""
+    m = pop.member[idx]
     starts, sizes, offsets = pop.start[m], pop.length[m], pop.offsets[m]
-    scales = (pop.sign[lo:hi] * np.float32(sigma)).astype(np.float32)
+    scales = (pop.sign[idx] * np.float32(sigma)).astype(np.float32)
     antithetic = bool((pop.sign < 0).any())
-    losses = np.empty(hi - lo, np.float64)
+    losses = np.empty(idx.size, np.float64)
     if pop.batch.ndim == 1:
-        runs = [(0, hi - lo, pop.batch)]
+        runs = [(0, idx.size, pop.batch)]
     else:
-        rows = np.array([pop.subset_of(i) for i in range(lo, hi)])
+        rows = np.array([pop.subset_of(i) for i in idx])
         cut = np.flatnonzero(np.diff(rows)) + 1
-        edges = np.concatenate([[0], cut, [hi - lo]])
+        edges = np.concatenate([[0], cut, [idx.size]])
         runs = [(a, b, pop.batch[rows[a]]) for a, b in zip(edges[:-1], edges[1:])]
     for a, b, batch in runs:
         if not based:
             delta.set_base(theta, x[batch], y[batch])
         delta.losses(table, starts[a:b], sizes[a:b], offsets[a:b], scales[a:b], losses[a:b], antithetic)
-    np.negative(losses, out=rewards[:hi - lo])
+    np.negative(losses, out=rewards[:idx.size])
+
+
+def deal(cost, size, antithetic):
+    """(counts (size,), order (N,)): the offspring of a population dealt to ``size`` ranks so that
+    each gets an equal share of the costly ones: the perturbations sorted by ``cost`` (K,),
+    highest first (ties by index), dealt to ranks 0, 1, .., size-1, size-1, .., 0, 0, 1, ..
+    (snake order); a perturbation's offspring (both members of an antithetic pair) stay
+    together. Rank r evaluates offspring ``order[sum(counts[:r]):][:counts[r]]``. The counts
+    depend on K and ``size`` only; which offspring a rank gets changes no reward."""
+    K = cost.size
+    per = 2 if antithetic else 1
+    ranked = np.argsort(-np.asarray(cost, np.float64), kind="stable")
+    pos = np.arange(K)
+    lap, seat = pos // size, pos % size
+    rank = np.where(lap % 2 == 0, seat, size - 1 - seat)
+    by_rank = np.argsort(rank, kind="stable")  # positions grouped by rank, in dealing order
+    perturbations = ranked[by_rank]
+    counts = per * np.bincount(rank, minlength=size).astype(np.int64)
+    members = (per * perturbations[:, None] + np.arange(per)[None, :]).ravel()
+    return counts, members
 
 
 FITNESS = ("raw", "centered_ranks")

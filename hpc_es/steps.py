@@ -360,7 +360,7 @@ class LimitedESStep(ESStep):
         self.buckets = limited.partition(net.layout, cfg.es.bucket_size)
         self.delta = limited.DeltaEvaluator(net, cfg.es.delta_batch) if cfg.es.delta else None
         self.node_cache = None
-        if self.delta is not None and cfg.es.mode == "minibatch" and comm.Get_size() > 1:
+        if self.delta is not None and cfg.es.delta_batch and cfg.es.mode == "minibatch" and comm.Get_size() > 1:
             # one cache per node, each of its ranks computing a share of the base pass
             # (collective over comm, as the noise table's allocation)
             batch = cfg.data.batch_size
@@ -371,25 +371,60 @@ class LimitedESStep(ESStep):
                 self.node_cache = shared
             else:
                 shared.free()
+        # batched delta evaluation on a shared mini-batch: offspring dealt to ranks by cost
+        self.balanced = (self.delta is not None and cfg.es.delta_batch and cfg.es.mode == "minibatch")
+        if self.balanced:
+            layers = net.layers
+            self.tensor_offset = np.array([p.offset for p in net.layout], np.int64)
+            self.tensor_layer = np.array([p.layer for p in net.layout], np.int64)
+            batch = cfg.data.batch_size  # a bucket's cost: the forward pass from its layer up
+            self.layer_cost = np.array([sum(a.flops(batch) for a in layers[i:]) for i in range(len(layers))],
+                                       np.float64)
+            k = cfg.es.n_offspring // 2 if cfg.es.antithetic else cfg.es.n_offspring
+            self.counts, _ = es.deal(np.zeros(k), comm.Get_size(), cfg.es.antithetic)
+            self.displ = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+            self.mine = np.empty(self.counts[self.rank], np.float64)
 
     def evaluate_share(self, theta, t, pop):
-        if self.node_cache is None:
+        """Batched delta evaluation: this rank's share of a cost-balanced deal of the offspring
+        (:func:`hpc_es.es.deal`: the perturbations whose bucket lies lowest in the net, whose
+        layers above all run again, spread evenly), on the node's shared base pass where the
+        node has several ranks; otherwise offspring [lo, hi) as ES."""
+        if not self.balanced:
             return super().evaluate_share(theta, t, pop)
-        node = self.node_cache.comm
-        b = pop.batch
-        try:  # this rank's share of the node's base pass, then the node waits for all shares
-            self.delta.set_base(theta, self.x[b], self.y[b], part=(node.Get_rank(), node.Get_size()))
-        finally:  # a rank that failed still arrives: the others must not wait for it
-            node.Barrier()
-        # the next write to the cache is the next iteration's, after the rewards' Allgatherv:
-        # no rank of the node is still reading it then
-        cfg, lo, hi = self.cfg, self.lo, self.hi
-        mid = (lo + hi) // 2 if faults.armed() else hi
-        es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, lo, mid, self.mine,
-                    self.work, self.delta, based=True)
+        size = self.comm.Get_size()
+        counts, order = es.deal(self.layer_cost[self.layer_of(pop.start)], size, self.cfg.es.antithetic)
+        self.order = order
+        mine = order[self.displ[self.rank]:self.displ[self.rank] + counts[self.rank]]
+        based = self.node_cache is not None
+        if based:
+            node = self.node_cache.comm
+            b = pop.batch
+            try:  # this rank's share of the node's base pass, then the node waits for all shares
+                self.delta.set_base(theta, self.x[b], self.y[b], part=(node.Get_rank(), node.Get_size()))
+            finally:  # a rank that failed still arrives: the others must not wait for it
+                node.Barrier()
+            # the next write to the cache is the next iteration's, after the rewards' Allgatherv:
+            # no rank of the node is still reading it then
+        es.check_population(pop, self.net.n_params, self.table.size)
+        cfg, n = self.cfg, mine.size
+        mid = n // 2 if faults.armed() else n
+        es.evaluate_limited_set(theta, self.table, pop, cfg.es.sigma, self.x, self.y, mine[:mid], self.mine,
+                                self.delta, based)
         faults.point("evaluate", t + 1, self.rank)
-        es.evaluate(self.net, theta, self.table, pop, cfg.es.sigma, self.x, self.y, mid, hi,
-                    self.mine[mid - lo:], self.work, self.delta, based=True)
+        es.evaluate_limited_set(theta, self.table, pop, cfg.es.sigma, self.x, self.y, mine[mid:],
+                                self.mine[mid:], self.delta, based)
+
+    def rewards_of(self, pop):
+        if not self.balanced:
+            return self.gathered
+        rewards = np.empty_like(self.gathered)
+        rewards[self.order] = self.gathered
+        return rewards
+
+    def layer_of(self, starts):
+        """The layer of the bucket starting at each of ``starts``."""
+        return self.tensor_layer[np.searchsorted(self.tensor_offset, starts, side="right") - 1]
 
     def close(self):
         if self.node_cache is not None:

@@ -33,11 +33,12 @@ def test_es_iteration_splits_evaluation_and_sharded_aggregation_over_the_ranks()
     p = costs.predict(cfg, 3, units, net)
     assert p.phases["evaluate"] == pytest.approx(4 * 0.1)  # ceil(10 / 3) offspring on the busiest rank
     assert p.phases["aggregate"] == pytest.approx(5 * P / 3 * 1e-9)  # 5 pairs, a third of g each
-    assert p.phases["update"] == pytest.approx(P * 1e-9)  # Adam on every rank
+    assert p.phases["update"] == pytest.approx(P / 3 * 1e-9)  # sharded: Adam on a third of theta per rank
     assert p.phases["validate"] == pytest.approx(math.ceil(10_000 / 3) * 1e-4 / 2)
     replicated = costs.predict(config.load("es_small_local", ["es.n_offspring=10", "es.aggregation=replicated"]),
                                3, units, net)
     assert replicated.phases["aggregate"] == pytest.approx(5 * P * 1e-9)
+    assert replicated.phases["update"] == pytest.approx(P * 1e-9)  # Adam on every rank
     assert p.wall == pytest.approx(p.startup + 4 * p.per_iteration + p.writes)
     # writes: checkpoint (theta, m, v) + results (theta) at iterations 2 and 4, the last one once
     saved = costs.predict(config.load("es_small_local", ["run.iterations=4", "run.checkpoint_every=2"]), 3,
@@ -59,7 +60,8 @@ def test_first_order_es_pays_one_backward_pass_and_its_share_of_the_derivatives(
     p = costs.predict(cfg, 3, units, net)
     assert p.phases["evaluate"] == pytest.approx(0.05 + 2 * P * 2e-9)  # ceil(5 / 3) derivatives
     assert p.phases["aggregate"] == pytest.approx(5 * P / 3 * 1e-9) and p.phases["measure"] == 0
-    assert p.phases["communicate"] == pytest.approx(1e-9 * (8 * 5 + 4 * P) * 2 / 3)
+    # K rewards' derivatives, theta's Allgatherv, and g gathered on rank 0 for rho
+    assert p.phases["communicate"] == pytest.approx(1e-9 * (8 * 5 + 4 * P + 4 * P) * 2 / 3)
     from hpc_es import limited, nets
     b = limited.partition(nets.build("small").layout, 2000)
     mean = float((b.probabilities("uniform") * b.size).sum())
@@ -71,6 +73,40 @@ def test_first_order_es_pays_one_backward_pass_and_its_share_of_the_derivatives(
     old = costs.predict(cfg, 3, _units(sgd_step=0.05, aggregate_float=1e-9), net)
     assert old.phases["evaluate"] == pytest.approx(0.05 + 2 * P * 1e-9)
     assert any("no directional_float" in n for n in old.notes)
+
+
+def test_measurements_spread_over_three_ranks():
+    """g_true on rank 0, the self-correlation's two gradients on ranks 1 and 2 % R: three
+    backward passes on one rank, two on two ranks (rank 0: g_true and the second), one on three."""
+    units = _units(sgd_step=0.1, offspring=0.01)
+    cfg = config.load("corr_small_local")
+    assert cfg.measure.correlation and cfg.measure.sgd_self_correlation
+    got = [costs.predict(cfg, r, units).phases["measure"] for r in (1, 2, 3, 100)]
+    assert got == pytest.approx([0.3, 0.2, 0.1, 0.1])
+
+
+def test_limited_es_prices_the_slowest_ranks_deal_and_a_base_pass_shared_by_the_node():
+    """The slowest rank's deal of buckets (es.deal, costly buckets spread), by simulation,
+    against cases computed by hand: one tensor costly (c per offspring), the others free. With
+    one rank, the expectation 2 c K q (q: the tensor's share of the uniform draw); with more
+    ranks than costly pairs the slowest holds one (2 c); in between, ceil(costly / R). The
+    base pass: a node's ranks share its blocks of 10 images."""
+    from hpc_es import limited, nets
+    net = nets.build("tf_tutorial")
+    names = [p.name for p in net.layout]
+    b = limited.partition(net.layout, 5000)
+    per = dict.fromkeys(names, 0.0)
+    per["conv2.w"] = 1.0
+    q = 11 / 662  # conv2.w's 11 of the 662 buckets, drawn uniformly
+    one = costs.slowest_share(per, net, b, "uniform", 1000, 1, 50, True, draws=200)
+    assert one == pytest.approx(2 * 1000 * q, rel=0.05)
+    assert costs.slowest_share(per, net, b, "uniform", 1000, 100, 50, True) == pytest.approx(2.0)  # ~17 costly pairs
+    assert costs.slowest_share(per, net, b, "uniform", 25000, 100, 50, True) == pytest.approx(2 * 5, abs=2.01)
+    units = _units(base_pass_5000=0.05, limited_offspring_5000=0.0,
+                   limited_tensor_5000={n: 0.0 for n in names})
+    cfg = config.load("limited_tf_paper")
+    per_node = {rpn: costs.predict(cfg, 64, units, ranks_per_node=rpn).phases["evaluate"] for rpn in (1, 2, 5, 32)}
+    assert per_node == pytest.approx({1: 0.05, 2: 0.03, 5: 0.01, 32: 0.01})  # 5 blocks: ceil(5 / k) of them
 
 
 def test_sgd_does_not_speed_up_and_population_stops_at_the_theorys_n():

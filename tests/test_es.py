@@ -188,3 +188,20 @@ def test_first_order_agrees_with_es_on_the_small_net_at_the_papers_sigma():
     g_es = es.gradient(table, pop, es.fitness(rewards, "raw"), 0.002, np.empty_like(theta))
     g_fo = es.gradient(table, pop, es.fitness(first, "raw"), 0.002, np.empty_like(theta))
     assert np.corrcoef(g_es, g_fo)[0, 1] >= 0.999
+
+
+def test_deal_gives_every_rank_an_equal_share_of_the_costly_perturbations():
+    """es.deal: snake order over perturbations sorted by cost; pairs stay together; counts depend
+    on K and the ranks only; every offspring dealt once. 7 costly of 40 pairs over 3 ranks: no
+    rank gets more than ceil(7 / 3) of them (an index split of this draw gives one rank all 7)."""
+    cost = np.zeros(40)
+    cost[10:17] = 5.0
+    counts, order = es.deal(cost, 3, True)
+    assert counts.tolist() == [26, 26, 28] and sorted(order.tolist()) == list(range(80))
+    assert np.all(order[0::2] % 2 == 0) and np.all(order[1::2] == order[0::2] + 1)  # pairs together
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    costly = [int(np.sum(cost[order[a:b:2] // 2] > 0)) for a, b in zip(starts[:-1], starts[1:])]
+    assert max(costly) == 3 and sum(costly) == 7
+    assert np.array_equal(es.deal(np.random.default_rng(0).random(40), 3, True)[0], counts)
+    single, order1 = es.deal(cost, 4, False)
+    assert single.tolist() == [10, 10, 10, 10] and sorted(order1.tolist()) == list(range(40))
