@@ -95,7 +95,7 @@ def main():
                   f"{r['measured_s']:.1f} s | {r['ratio']:.2f}{'' if r['within_20pct'] else ' (outside 20%)'} |")
         ok = sum(r["within_20pct"] for r in rows)
         print(f"\n{ok} of {len(rows)} presets within 20%")
-        write_json(args.json, {"rows": rows, "units_file": args.units, "network": network.source,
+        write_json(args.json, {"rows": rows, "units_file": os.path.relpath(args.units), "network": network.source,
                                "machine": machine_record(1, size)})
 
 
