@@ -238,6 +238,11 @@ def _parser():
 
     presets = sub.add_parser("presets", help="list bundled presets and every config key")
     presets.set_defaults(func=_presets)
+
+    kind = sub.add_parser("kind", help="what a config is for and the command that runs it, one line for scripts: "
+                                       "KIND COMMAND (e.g. `table1 hpc-es table1`; hpc_es.kinds)")
+    kind.add_argument("config", help="preset name or .toml")
+    kind.set_defaults(func=_kind)
     return parser
 
 
@@ -251,7 +256,7 @@ def _setup_logging(verbose):
 
 
 def _train(args):
-    from hpc_es import comm, config, experiments, kinds, train
+    from hpc_es import comm, config, kinds
     from hpc_es.text import plural
     world = comm.world()
     comm.check_launch(world)
@@ -263,8 +268,9 @@ def _train(args):
             raise config.ConfigError("--resume needs --out DIR (the run directory to continue)")
         stem = os.path.splitext(os.path.basename(args.config))[0]
         out = world.bcast(os.path.join("runs", time.strftime(f"{stem}-%Y%m%d-%H%M%S")), root=0)
-    population = kinds.of(cfg.to_dict()).name == "population"
-    run = experiments.population if population else train.run
+    kind = kinds.of(cfg.to_dict())
+    population = kind.name == "population"
+    run = kinds.resolve(kind.run)
     theta, history = run(cfg, world, out=out, resume=args.resume, force=args.force, quiet=args.quiet,
                          command=args.command_line)
     if world.Get_rank() == 0 and population:
@@ -598,6 +604,12 @@ def _plan(args):
               f"several nodes: sbatch --nodes=N --ntasks-per-node=K {script}")
     else:
         print(f"\njob script: jobs/local.sh {name} R  (no Slurm script for this preset)")
+
+
+def _kind(args):
+    from hpc_es import config, kinds
+    k = kinds.of(config.load(args.config).to_dict())
+    print(k.name, k.command)
 
 
 def _presets(args):

@@ -21,13 +21,25 @@ class Kind:
     name: str
     unit: str          # what one of its iterations is, in words
     command: str       # the command that runs it
+    run: str           # "module:function" that `hpc-es train CONFIG` calls (collective; :func:`resolve` imports
+    #                    it): a Table 1 config trains as one arm, its base config; `hpc-es table1` runs them all
+    price: str         # "module:function" that predicts its cost (:func:`hpc_es.costs.predict` calls it)
 
 
 KINDS = {
-    "training": Kind("training", "iteration", "hpc-es train"),
-    "population": Kind("population", "block", "hpc-es train"),
-    "table1": Kind("table1", "iteration", "hpc-es table1"),
+    "training": Kind("training", "iteration", "hpc-es train", "hpc_es.train:run", "hpc_es.costs:price_training"),
+    "population": Kind("population", "block", "hpc-es train", "hpc_es.experiments:population",
+                       "hpc_es.costs:price_population"),
+    "table1": Kind("table1", "iteration", "hpc-es table1", "hpc_es.train:run", "hpc_es.costs:price_table1"),
 }
+
+
+def resolve(name):
+    """The function a kind names as ``"module:function"`` (imported here, on use: this module
+    imports nothing of the package, so every layer may ask it)."""
+    import importlib
+    module, function = name.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def of(cfg):

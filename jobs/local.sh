@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run one experiment (a preset) on this machine with mpiexec.
 #   jobs/local.sh EXPERIMENT [RANKS] [--dry-run] [-- EXTRA hpc-es ARGS...]
-# EXPERIMENT is a preset (`hpc-es presets`; table1_* presets run `hpc-es table1`); RANKS defaults
+# EXPERIMENT is a preset (`hpc-es presets`; Table 1 configs run `hpc-es table1`); RANKS defaults
 # to the number of cores. Results go to ${HPC_ES_RUNS:-runs}/EXPERIMENT; run it again after an
 # interruption and it resumes from the last checkpoint (`--resume auto`).
 # Like the Slurm scripts, it activates $HPC_ES_VENV (default: the checkout's .venv) if present.
@@ -37,8 +37,10 @@ venv=${HPC_ES_VENV:-$home/.venv}
 if [ -f "$venv/bin/activate" ]; then . "$venv/bin/activate"; fi
 name=$(basename "$preset" .toml)
 out=${HPC_ES_RUNS:-runs}/$name
-command=train
-case "$name" in table1_*) command=table1 ;; esac
+# "KIND hpc-es COMMAND" (Table 1 configs run `hpc-es table1`); where hpc_es is not importable,
+# train: the launch below then says what is missing, or hpc-es says what is wrong with the config
+kind=$(python -m hpc_es kind "$preset" 2> /dev/null) || kind=train
+command=${kind##* }
 args=("$command" "$preset" --out "$out")
 if [ "$command" = train ]; then args+=(--resume auto); fi
 mpiexec=${MPIEXEC:-mpiexec}

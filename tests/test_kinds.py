@@ -26,3 +26,25 @@ def test_a_population_finishes_at_its_target_or_cap_and_training_at_its_iteratio
     assert not kinds.finished(pop, {}, 0)
     sgd = config.load("sgd_small_local", ["run.iterations=5"]).to_dict()
     assert kinds.finished(sgd, {}, 5) and not kinds.finished(sgd, {}, 4) and kinds.finished(sgd, {}, -1)
+
+
+def test_every_kind_names_functions_that_exist_and_the_cli_and_scripts_ask_it():
+    """Each kind registers the function `hpc-es train` calls and its cost model's price: both
+    import; `hpc-es kind` prints the kind and its command in one line (jobs/local.sh reads it)."""
+    import inspect
+    from hpc_es import cli
+    for kind in kinds.KINDS.values():
+        run, price = kinds.resolve(kind.run), kinds.resolve(kind.price)
+        assert callable(run) and list(inspect.signature(price).parameters) == ["s", "iterations", "runs", "rhos"]
+    for name, line in (("table1_small_local", "table1 hpc-es table1"), ("population_small_local", "population hpc-es train"),
+                       ("sgd_small_local", "training hpc-es train")):
+        assert _kind_line(cli, name) == line
+
+
+def _kind_line(cli, name):
+    import contextlib
+    import io
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["kind", name]) == 0
+    return out.getvalue().strip()

@@ -1,7 +1,11 @@
 """The run catalogue (:mod:`hpc_es.runs`): one record per run id."""
-import numpy as np
+import os
 
-from hpc_es import config, io, runs as runs_mod
+import numpy as np
+import pytest
+
+from hpc_es import config, io, report, runs as runs_mod
+from tests.synthetic import write_run
 
 
 def test_a_run_given_twice_is_counted_once(tmp_path, caplog):
@@ -28,3 +32,33 @@ def test_a_run_given_twice_is_counted_once(tmp_path, caplog):
     assert cli.main(["archive", str(tmp_path / "old"), "--to", str(tmp_path / "old_kept")]) == 0
     old = runs_mod.load_runs([str(tmp_path / "old"), str(tmp_path / "old_kept")])
     assert len(old) == 1 and old[0].run_id.startswith("legacy-")
+
+
+def test_archive_keeps_what_the_analyses_read_without_theta(tmp_path, capsys):
+    """`hpc-es archive` copies results files with their config, metadata and history but no theta,
+    keeping the layout below the folder given: the copies load as the same runs (same finals,
+    same table), are a fraction of the size, and refuse to serve as a theta, saying why."""
+    from hpc_es import cli
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        path = write_run(runs / "sweep", f"seed{seed}", "sgd_small_local", seed, np.linspace(0.5, 0.9, 6))
+        big = np.random.default_rng(seed).normal(size=200_000).astype(np.float32)  # incompressible theta
+        res = io.read_results(os.path.join(path, io.RESULTS))
+        io.save_results(path, res["config"], {"completed_iterations": res["completed_iterations"], "ranks": 2,
+                                              "hosts": ["n1", "n2"]}, res["history"], big)
+    assert cli.main(["archive", str(runs / "sweep"), "--to", str(tmp_path / "keep")]) == 0
+    assert "archived 2 results files without theta" in capsys.readouterr().out
+    for seed in range(2):
+        src, dst = (os.path.join(d, f"seed{seed}", io.RESULTS) for d in (runs / "sweep", tmp_path / "keep" / "sweep"))
+        a, b = io.read_results(src), io.read_results(dst)
+        assert a["config"] == b["config"] and a["hosts"] == b["hosts"] == ["n1", "n2"]
+        assert b["theta_dropped"] == 200_000 and b["theta"].size == 0
+        assert all(np.array_equal(a["history"][k], b["history"][k]) for k in a["history"]) and \
+            set(a["history"]) == set(b["history"])
+        assert os.path.getsize(dst) < os.path.getsize(src) / 20
+        with pytest.raises(io.RunDirError, match="archived copy without its theta"):
+            io.load_theta(dst, 200_000)
+    before, after = (report.report(runs_mod.find_results([str(d)])).split("\n\n")[0] for d in (runs, tmp_path / "keep"))
+    assert before == after  # the same runs, named alike, with the same numbers
+    assert cli.main(["archive", str(runs / "sweep" / "seed0"), "--to", str(runs / "sweep")]) == 2  # onto itself
+    assert cli.main(["archive", str(runs / "nothing"), "--to", str(tmp_path / "x")]) == 2
