@@ -97,7 +97,7 @@ def test_limited_es_prices_the_slowest_ranks_deal_and_a_base_pass_shared_by_the_
     b = limited.partition(net.layout, 5000)
     per = dict.fromkeys(names, 0.0)
     per["conv2.w"] = 1.0
-    q = 11 / 662  # conv2.w's 11 of the 662 buckets, drawn uniformly
+    q = -(-5 * 5 * 32 * 64 // 5000) / sum(-(-p.size // 5000) for p in net.layout)  # conv2.w's share of buckets, drawn uniformly
     one = costs.slowest_share(per, net, b, "uniform", 1000, 1, 50, True, draws=200)
     assert one == pytest.approx(2 * 1000 * q, rel=0.05)
     assert costs.slowest_share(per, net, b, "uniform", 1000, 100, 50, True) == pytest.approx(2.0)  # ~17 costly pairs

@@ -35,6 +35,7 @@ def test_subsets_have_no_repeats_within_a_row():
 
 
 def test_centered_ranks():
+    # ranks 3, 0, 4, 1, 2 (0 = lowest), mapped to rank / (n - 1) - 0.5 (Salimans et al.'s centred ranks)
     f = es.fitness(np.array([3.0, -1.0, 10.0, 0.0, 2.0]), "centered_ranks")
     np.testing.assert_allclose(f, [0.25, -0.5, 0.5, -0.25, 0.0])
     assert es.fitness(np.array([1.0, 2.0]), "raw").tolist() == [1.0, 2.0]
@@ -197,6 +198,8 @@ def test_deal_gives_every_rank_an_equal_share_of_the_costly_perturbations():
     cost = np.zeros(40)
     cost[10:17] = 5.0
     counts, order = es.deal(cost, 3, True)
+    # snake order 0 1 2 2 1 0 | ...: six rounds of 6 pairs give each rank 12, the last 4 pairs go
+    # to ranks 0, 1, 2, 2: 13, 13, 14 pairs of 2 offspring
     assert counts.tolist() == [26, 26, 28] and sorted(order.tolist()) == list(range(80))
     assert np.all(order[0::2] % 2 == 0) and np.all(order[1::2] == order[0::2] + 1)  # pairs together
     starts = np.concatenate([[0], np.cumsum(counts)])

@@ -64,13 +64,23 @@ def test_paper_rank_sum_gives_the_papers_p_where_the_exact_test_cannot():
     """5 vs 5 at U = 11 (our inference of the paper's test): p = 0.754 by the normal
     approximation, 0.841 exact; 3 vs 3 fully separated: 0.0495 (below 0.05, which the exact
     test's 0.1 cannot reach). U counted by hand: a = 1..5, b = 0.5, 2.5, 3.5, 4.5, 6."""
+    import itertools
+    import math
     a, b = [1, 2, 3, 4, 5], [0.5, 2.5, 3.5, 4.5, 6]  # U_a = 5 + 3 + 2 + 1 + 0 = 11
+
+    def normal_p(u, m, n):  # two-sided, no continuity correction: z = (U - mn/2) / sqrt(mn(m+n+1)/12)
+        return math.erfc(abs(u - m * n / 2) / math.sqrt(m * n * (m + n + 1) / 12) / math.sqrt(2))
+
+    # exact: the share of the 252 splits of ranks 1..10 into 5 and 5 whose U is as far from 12.5
+    u_of = [sum(r - i - 1 for i, r in enumerate(sorted(c))) for c in itertools.combinations(range(1, 11), 5)]
+    exact_p = sum(abs(u - 12.5) >= 1.5 for u in u_of) / len(u_of)
     paper, exact = stats.paper_rank_sum(a, b), stats.rank_sum(a, b)
-    assert paper.p == pytest.approx(0.7540, abs=1e-4) and exact.p == pytest.approx(0.8413, abs=1e-4)
+    assert paper.p == pytest.approx(normal_p(11, 5, 5)) and round(paper.p, 3) == 0.754  # the paper's 0.75
+    assert exact.p == pytest.approx(exact_p) and round(exact.p, 3) == 0.841  # the exact test: not 0.75
     assert paper.effect[1] == pytest.approx(2 * 11 / 25 - 1)
     separated = stats.paper_rank_sum([1, 2, 3], [4, 5, 6])
-    assert separated.p == pytest.approx(0.0495, abs=1e-4) == separated.min_p
-    assert stats.paper_rank_sum([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]).min_p == pytest.approx(0.0090, abs=1e-4)
+    assert separated.p == pytest.approx(normal_p(0, 3, 3)) == separated.min_p and separated.p < 0.05
+    assert stats.paper_rank_sum([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]).min_p == pytest.approx(normal_p(0, 5, 5))
 
 
 def test_signed_rank_normal_approximation_reaches_below_005_on_five_pairs():
