@@ -585,11 +585,7 @@ def _plan(args):
     network = costs.Network.from_json(args.network) if args.network else costs.Network()
     from hpc_es import runs as runs_mod
     what = "Table 1" if table1 else runs_mod.describe(cfg.to_dict())
-    if kind.name == "population":  # its iterations are blocks: as many as the target needs
-        length = (f"blocks of {cfg.population.step:,} offspring up to rho = {cfg.population.target_rho:g} "
-                  f"(at most {cfg.population.max_offspring:,})")
-    else:
-        length = f"{cfg.run.iterations:,} iterations per run{f', {runs} runs' if runs > 1 else ''}"
+    length = kinds.length(cfg.to_dict(), runs)  # a population's iterations are blocks: as many as the target needs
     print(f"{name}: {what} on {cfg.net.arch}, {length} (a projection from per-unit costs measured on this machine)")
     for r in ranks:
         p = costs.predict(cfg, r, units, network, ranks_per_node=args.ranks_per_node, runs=runs, rhos=rhos)
@@ -617,16 +613,11 @@ def _presets(args):
     print("presets (hpc-es train NAME; the first comment lines of hpc_es/presets/NAME.toml say more):")
     for name in config.presets():
         cfg = config.load(name).to_dict()
-        net, it = cfg["net"]["arch"], f"{cfg['run']['iterations']:,} iterations"
-        kind = kinds.of(cfg)
+        net, kind = cfg["net"]["arch"], kinds.of(cfg)
         if kind.name == "table1":
-            what = f"Table 1 (run with `{kind.command}`): SGD and ES proxies on {net}, {it} per run"
-        elif kind.name == "population":
-            pc = cfg["population"]
-            what = (f"pseudo-offspring needed for rho = {100 * pc['target_rho']:g}% on {net}, "
-                    f"+{pc['step']:,} at a time")
+            what = f"Table 1 (run with `{kind.command}`): SGD and ES proxies on {net}, {kinds.length(cfg)}"
         else:
-            what = f"{runs.describe(cfg)} on {net}, {it}"
+            what = f"{runs.describe(cfg)} on {net}, {kinds.length(cfg)}"
         print(f"  {name:28s} {what}")
     print("\nconfig keys (--set section.key=value), with their defaults (the paper's values):")
     print(config.describe())

@@ -34,6 +34,16 @@ KINDS = {
 }
 
 
+def length(cfg, runs=1):
+    """How long a run of config dict ``cfg`` is, in words (``hpc-es plan``, ``hpc-es presets``):
+    a population's blocks up to its target, else its iterations (and ``runs`` runs)."""
+    if of(cfg).name == "population":
+        pc = cfg["population"]
+        return (f"blocks of {pc['step']:,} pseudo-offspring up to rho = {100 * pc['target_rho']:g}% "
+                f"(at most {pc['max_offspring']:,})")
+    return f"{cfg['run']['iterations']:,} iterations per run" + (f", {runs} runs" if runs > 1 else "")
+
+
 def resolve(name):
     """The function a kind names as ``"module:function"`` (imported here, on use: this module
     imports nothing of the package, so every layer may ask it)."""

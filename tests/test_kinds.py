@@ -48,3 +48,10 @@ def _kind_line(cli, name):
     with contextlib.redirect_stdout(out):
         assert cli.main(["kind", name]) == 0
     return out.getvalue().strip()
+
+
+def test_a_population_is_as_long_as_its_blocks_and_training_as_its_iterations():
+    pop = config.load("population_small_local", ["population.step=500"]).to_dict()
+    assert kinds.length(pop).startswith("blocks of 500 pseudo-offspring up to rho = 20%")
+    sgd = config.load("sgd_small_local", ["run.iterations=7"]).to_dict()
+    assert kinds.length(sgd) == "7 iterations per run" and kinds.length(sgd, 3) == "7 iterations per run, 3 runs"
