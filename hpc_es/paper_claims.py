@@ -220,7 +220,7 @@ def population(ev):
     n = [float(r.history["population_n"][-1]) for r in runs]
     step = runs[0].config["population"]["step"]
     ok = within(n, paper.value("population_20"), step)
-    return [Claim(**base, how="real_es_paper", verdict="reproduced" if ok else "not reproduced", rule="value",
+    return [Claim(**base, how="real_es_paper", verdict="reproduced" if ok else "not reproduced",
                   sources=("population_tf",), ours=f"{int(n[0]):,} at rho {pct(runs[0].history['population_rho'][-1])}"
                                                    f" (re-estimated every {step:,})")]
 

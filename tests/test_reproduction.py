@@ -166,3 +166,18 @@ def test_the_dose_claims_come_from_archived_dose_runs_once_they_are_there(tmp_pa
     row = next(line for line in text.splitlines() if line.startswith("| Table 1: SGD > proxy 20% > proxy 4%"))
     assert "**reproduced in ordering only**" in row and "p = 0.00794" in row and "400 of the paper's" in row
     assert "`dose`" in text and "dose_response.json" not in text
+
+
+def test_the_population_claim_reads_where_the_archived_population_stopped(tmp_path):
+    """A population archived at N = 273,000 (rho 20.00%) against the paper's "about 274,000",
+    re-estimated every 1,000: within one block, so "reproduced" under the range rule; at
+    250,000 it is not."""
+    for name, n in (("ok", 273_000), ("far", 250_000)):
+        cfg = config.load("population_tf_paper").to_dict()
+        hist = {"population_n": np.arange(1000, n + 1, 1000), "population_rho": np.linspace(0.01, 0.2, n // 1000),
+                "population_rho_theory": np.linspace(0.01, 0.2, n // 1000), "population_reached": [1]}
+        io.save_results(str(tmp_path / name / "population_tf"), cfg, {"completed_iterations": n // 1000}, hist,
+                        np.zeros(4, np.float32))
+    ok, far = (next(line for line in reproduction.generate(str(tmp_path / d)).splitlines()
+                    if line.startswith("| Pseudo-offspring for 20%")) for d in ("ok", "far"))
+    assert "273,000 at rho 20.00%" in ok and "**reproduced**" in ok and "**not reproduced**" in far
