@@ -154,17 +154,13 @@ def proxy_tracks_es(ev):
     return out or [Claim(**base, remake=FO_QUEUE)]
 
 
-DOSE = "../figures/dose/dose_response.json"  # `hpc-es dose` over the 45 dose runs, before they were archived
-DOSE_RECORD = "docs/figures/dose/dose_response.json"
-
-
 def dose_groups(ev):
     """(groups, source): the dose-response curves as `hpc-es dose` records them (net,
     departures, iteration, and :func:`hpc_es.dose.summarize`'s arms), computed from the archived
-    dose runs (`dose/`) when they are there, else read from the record `hpc-es dose` wrote."""
+    dose runs (`dose/`); none without them."""
     runs = ev.under("dose")
     if not runs:
-        return ev.record(DOSE) or [], DOSE_RECORD
+        return [], "dose"
     selected, _ = dose.select(runs)
     return [{"net": key[0], "departures": list(key[1]), "iteration": at, **dose.summarize(arms)}
             for key, (at, arms) in sorted(dose.collect(selected).items()) if "sgd" in arms], "dose"

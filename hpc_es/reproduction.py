@@ -13,17 +13,12 @@ from hpc_es.claims import HOW, RULES
 
 INTRO = ("Every number below is computed by `hpc_es.paper_claims` from the archived runs and records in "
          "`{root}` (`hpc-es archive`: config, metadata and history of each run, no theta; JSON written by "
-         "the benchmarks){exception}. The paper's numbers come from `hpc_es.paper`. "
+         "the benchmarks). The paper's numbers come from `hpc_es.paper`. "
          "No number is typed by hand: "
          "regenerate with `hpc-es reproduction {root} --write docs/REPRODUCTION.md`; "
          "`tests/test_reproduction.py` fails when this file and the archives disagree. Each claim says how our "
          "number was obtained; a verdict says no more than that way allows (rules at the end). Numbers "
          "not measured here are labelled as the paper's or as projections.")
-EXCEPTION = (", with one exception: the dose-response and Table 1's arms come from "
-             "`docs/figures/dose/dose_response.json`, which `hpc-es dose` wrote from 45 runs that are not archived "
-             "(their final accuracies and per-arm tests are in it)")
-
-
 def _costs(ev):
     """The projection table: each paper-scale preset as its Slurm script runs it, from the
     archived per-unit costs (never timed here)."""
@@ -57,8 +52,7 @@ def generate(root, label=None):
     assessed = [c for c in paper if c.verdict != "not assessed"]
     missing = [c for c in paper if c.verdict == "not assessed"]
     lines = ["# Reproduction: the paper's claims beside ours", "",
-             INTRO.format(root=label, exception=EXCEPTION if paper_claims.dose_groups(ev)[1] ==
-                          paper_claims.DOSE_RECORD else ""), "",
+             INTRO.format(root=label), "",
              f"Evidence: {len(ev.runs)} finished runs" + (f" ({len(ev.unfinished)} unfinished, left out: "
                                                           f"{', '.join(sorted(ev.unfinished))})" if ev.unfinished else "")
              + ".", "", "## The paper's claims", "",
