@@ -257,7 +257,6 @@ def _setup_logging(verbose):
 
 def _train(args):
     from hpc_es import comm, config, kinds
-    from hpc_es.text import plural
     world = comm.world()
     comm.check_launch(world)
     cfg = _load_config(args)
@@ -269,23 +268,10 @@ def _train(args):
         stem = os.path.splitext(os.path.basename(args.config))[0]
         out = world.bcast(os.path.join("runs", time.strftime(f"{stem}-%Y%m%d-%H%M%S")), root=0)
     kind = kinds.of(cfg.to_dict())
-    population = kind.name == "population"
-    run = kinds.resolve(kind.run)
-    theta, history = run(cfg, world, out=out, resume=args.resume, force=args.force, quiet=args.quiet,
-                         command=args.command_line)
-    if world.Get_rank() == 0 and population:
-        n, rho = history["population_n"][-1], history["population_rho"][-1]
-        verdict = "reached" if history["population_reached"][0] else "NOT reached"
-        print(f"population: rho = {100 * rho:.2f}% at N = {n} pseudo-offspring (target "
-              f"{100 * cfg.population.target_rho:.0f}% {verdict}; theory {100 * history['population_rho_theory'][-1]:.2f}%); "
-              f"results in {os.path.join(out, 'results.h5')}")
-    elif world.Get_rank() == 0:
-        seconds = sum(history["seconds_total"])
-        size = world.Get_size()
-        print(f"final validation accuracy (10,000 test images): {100 * history['val_accuracy'][-1]:.2f}% "
-              f"({cfg.net.arch}, {cfg.run.method}/{cfg.optim.name}, {cfg.run.iterations} iterations, "
-              f"{plural(size, 'rank')}, {seconds:.1f} s of training; results in "
-              f"{os.path.join(out, 'results.h5')})")
+    theta, history = kinds.resolve(kind.run)(cfg, world, out=out, resume=args.resume, force=args.force,
+                                             quiet=args.quiet, command=args.command_line)
+    if world.Get_rank() == 0:
+        print(kinds.resolve(kind.summary)(cfg, history, out, world.Get_size()))
 
 
 def _table1(args):
@@ -396,9 +382,9 @@ def _report(args):
         if os.path.isdir(path):
             from hpc_es.runs import find_results
             runs += find_results([path])
-            tables += find_results([path], report.TABLE1)
+            tables += find_results([path], io.TABLE1)
             continue
-        (tables if path.endswith(report.TABLE1) else runs).append(path)
+        (tables if path.endswith(io.TABLE1) else runs).append(path)
     if runs:
         print(report.report(runs))
     for path in tables:
@@ -568,8 +554,7 @@ def _plan(args):
         raise config.ConfigError(f"--ranks {args.ranks!r}: expected positive integers, comma-separated")
     name = os.path.splitext(os.path.basename(args.config))[0]
     script, header = costs.job_script(name)
-    kind = kinds.of(cfg.to_dict())
-    table1 = kind.name == "table1"
+    table1 = kinds.of(cfg.to_dict()).arms  # priced as all its arms x runs
     rhos = _rhos(args.rhos) if table1 else []
     runs = args.runs or (header.get("runs") if not table1 else None) or (20 if table1 else 1)
     if args.units:
@@ -614,7 +599,7 @@ def _presets(args):
     for name in config.presets():
         cfg = config.load(name).to_dict()
         net, kind = cfg["net"]["arch"], kinds.of(cfg)
-        if kind.name == "table1":
+        if kind.arms:
             what = f"Table 1 (run with `{kind.command}`): SGD and ES proxies on {net}, {kinds.length(cfg)}"
         else:
             what = f"{runs.describe(cfg)} on {net}, {kinds.length(cfg)}"

@@ -564,7 +564,7 @@ def full_scale(presets, units, network=None, table1_runs=20, rhos=(0.04, 0.2)):
         cfg = config.load(name)
         script, header = job_script(name)
         ranks = header.get("ntasks", 1)
-        if kinds.of(cfg.to_dict()).name == "table1":
+        if kinds.of(cfg.to_dict()).arms:
             p = predict(cfg, ranks, units, network, runs=table1_runs, rhos=rhos)
             rows.append((name, script, ranks, table1_runs * (1 + len(rhos)), p, p.core_hours))
         else:

@@ -26,7 +26,6 @@ import time
 import numpy as np
 
 from hpc_es import analysis, comm as comm_mod, config, es, io, noise, stats, steps, train
-from hpc_es.report import TABLE1
 from hpc_es.text import plural
 
 log = logging.getLogger(__name__)
@@ -50,8 +49,8 @@ def table1(comm, base_cfg, rhos, runs, out, dataset=None):
     summary = summarize(gathered, methods, runs)
     summary["iterations"] = base_cfg.run.iterations
     summary["net"] = base_cfg.net.arch
-    _write_on_root(comm, os.path.join(out, TABLE1), lambda: io.save_summary(
-        os.path.join(out, TABLE1), "table1", summary,
+    _write_on_root(comm, os.path.join(out, io.TABLE1), lambda: io.save_summary(
+        os.path.join(out, io.TABLE1), "table1", summary,
         {f"accuracy/{m}": row["runs"] for m, row in summary["methods"].items()}))
     return summary
 
@@ -133,6 +132,22 @@ def population(cfg, comm=None, out=None, resume=False, force=False, dataset=None
             return s.theta, s.history
         with train.signal_flag(enabled=bool(out)) as flag:
             return s.theta, _population_curve(s, flag)
+
+
+def population_stopped(cfg, history, start):
+    """Why a finished population has nothing to do (its kind's ``stopped``), in words."""
+    return (f"the population stopped at N = {history['population_n'][-1]} (target rho "
+            f"{cfg.population.target_rho:.3f}, cap {cfg.population.max_offspring}; raise "
+            "population.target_rho or max_offspring with --set to continue)")
+
+
+def population_summary(cfg, history, out, ranks):
+    """The line `hpc-es train` prints when a population ends (its kind's ``summary``)."""
+    n, rho = history["population_n"][-1], history["population_rho"][-1]
+    verdict = "reached" if history["population_reached"][0] else "NOT reached"
+    return (f"population: rho = {100 * rho:.2f}% at N = {n} pseudo-offspring (target "
+            f"{100 * cfg.population.target_rho:.0f}% {verdict}; theory {100 * history['population_rho_theory'][-1]:.2f}%); "
+            f"results in {os.path.join(out, 'results.h5')}")
 
 
 def _population_curve(s, flag):

@@ -27,6 +27,7 @@ from hpc_es import faults
 SCHEMA = 2  # 2: every file carries the SHA-256 of its datasets
 READABLE_SCHEMAS = (1, 2)  # 1: files of earlier versions, read without a digest to check
 RESULTS, CHECKPOINT, PREV_CHECKPOINT = "results.h5", "checkpoint.h5", "checkpoint.prev.h5"
+TABLE1 = "table1.h5"  # the summary file hpc_es.experiments.table1 writes beside its arms' runs
 NEW_CHECKPOINT = CHECKPOINT + ".new"  # complete, but a save was cut between its two renames
 RUN_FILES = (RESULTS, CHECKPOINT, NEW_CHECKPOINT, PREV_CHECKPOINT)
 LOCK = ".lock"

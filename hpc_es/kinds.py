@@ -24,13 +24,20 @@ class Kind:
     run: str           # "module:function" that `hpc-es train CONFIG` calls (collective; :func:`resolve` imports
     #                    it): a Table 1 config trains as one arm, its base config; `hpc-es table1` runs them all
     price: str         # "module:function" that predicts its cost (:func:`hpc_es.costs.predict` calls it)
+    summary: str       # "module:function" (cfg, history, out, ranks) -> the line `hpc-es train` prints at the end
+    stopped: str       # "module:function" (cfg, history, start) -> why a finished run has nothing to do
+    arms: bool = False  # a base config of several arms (one per --rhos value, and SGD) x --runs seeds
 
 
+_TRAIN = dict(summary="hpc_es.train:summary", stopped="hpc_es.train:stopped")
 KINDS = {
-    "training": Kind("training", "iteration", "hpc-es train", "hpc_es.train:run", "hpc_es.costs:price_training"),
+    "training": Kind("training", "iteration", "hpc-es train", "hpc_es.train:run", "hpc_es.costs:price_training",
+                     **_TRAIN),
     "population": Kind("population", "block", "hpc-es train", "hpc_es.experiments:population",
-                       "hpc_es.costs:price_population"),
-    "table1": Kind("table1", "iteration", "hpc-es table1", "hpc_es.train:run", "hpc_es.costs:price_table1"),
+                       "hpc_es.costs:price_population", "hpc_es.experiments:population_summary",
+                       "hpc_es.experiments:population_stopped"),
+    "table1": Kind("table1", "iteration", "hpc-es table1", "hpc_es.train:run", "hpc_es.costs:price_table1",
+                   **_TRAIN, arms=True),
 }
 
 

@@ -13,7 +13,6 @@ from hpc_es import analysis, io
 from hpc_es.paper import PAPER, text as paper_text
 from hpc_es.text import plural
 
-TABLE1 = "table1.h5"  # the summary file :func:`hpc_es.experiments.table1` writes
 
 
 def table1_markdown(summary):

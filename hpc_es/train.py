@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hpc_es import __version__, comm as comm_mod, config, drift, faults, io, kinds, nets, optim, runs, steps
+from hpc_es import __version__, comm as comm_mod, config, drift, faults, io, kinds, nets, optim, steps
 from hpc_es import data as data_mod
 from hpc_es.steps import PHASES
 from hpc_es.text import plural
@@ -76,7 +76,7 @@ class Session:
     quiet: bool
     saved: int = 0  # iteration of the newest checkpoint on disk (0: none)
     state: dict = field(default_factory=dict)  # a resumed experiment's own arrays (io.save_checkpoint)
-    finished: bool = False  # resumed from a checkpoint that had done all it was asked (runs.finished)
+    finished: bool = False  # resumed from a checkpoint that had done all it was asked (kinds.finished)
 
 
 def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet=False, command=""):
@@ -89,9 +89,10 @@ def run(cfg, comm=None, out=None, resume=False, force=False, dataset=None, quiet
     another run's files there. A run already complete is left unchanged ("nothing to do").
     ``command``: the command line to record in the results (the CLI passes its own).
     """
-    if kinds.of(cfg.to_dict()).name == "population":
-        raise config.ConfigError("run.method = 'population' is an experiment, not training: use "
-                                 "hpc_es.experiments.population (`hpc-es train` dispatches to it)")
+    kind = kinds.of(cfg.to_dict())
+    if kinds.resolve(kind.run) is not run:
+        raise config.ConfigError(f"a {kind.name} config is not training: {kind.run} runs it "
+                                 f"(`{kind.command}` dispatches to it)")
     with session(cfg, comm, out, resume, force, dataset, quiet, cfg.run.method in config.ES_METHODS, command) as s:
         if s.finished:
             nothing_to_do(s)
@@ -126,7 +127,7 @@ def session(cfg, comm=None, out=None, resume=False, force=False, dataset=None, q
             history.update({key: list(values) for key, values in checkpoint["history"].items()})
             start = checkpoint["iteration"]
         meta = _metadata(comm, checkpoint, command, cfg)
-        if checkpoint is not None and runs.finished(cfg.to_dict(), history, start):
+        if checkpoint is not None and kinds.finished(cfg.to_dict(), history, start):
             yield Session(cfg, comm, out, net, theta, opt, history, start, None, None, meta, quiet, finished=True)
             return
         if checkpoint is not None:
@@ -248,18 +249,27 @@ def save(s, done, state=None, keep_theta=False):
     s.saved = done
 
 
+def stopped(cfg, history, start):
+    """Why a finished training run has nothing to do (its kind's ``stopped``), in words."""
+    return (f"the checkpoint is at iteration {start} and run.iterations = {cfg.run.iterations} (raise "
+            "run.iterations with --set to continue training)")
+
+
+def summary(cfg, history, out, ranks):
+    """The line `hpc-es train` prints when a training run ends (its kind's ``summary``)."""
+    seconds = sum(history["seconds_total"])
+    return (f"final validation accuracy (10,000 test images): {100 * history['val_accuracy'][-1]:.2f}% "
+            f"({cfg.net.arch}, {cfg.run.method}/{cfg.optim.name}, {cfg.run.iterations} iterations, "
+            f"{plural(ranks, 'rank')}, {seconds:.1f} s of training; results in {os.path.join(out, io.RESULTS)})")
+
+
 def nothing_to_do(s):
     """A resumed run whose checkpoint had done all it was asked (``s.finished``): change
     nothing, except write results.h5 if a crash left it missing or older than the checkpoint."""
     problem = None
     if s.comm.Get_rank() == 0:
-        if kinds.of(s.cfg.to_dict()).name == "population":
-            log.info("%s: nothing to do: the population stopped at N = %d (target rho %.3f, cap %d; raise "
-                     "population.target_rho or max_offspring with --set to continue)", s.out,
-                     s.history["population_n"][-1], s.cfg.population.target_rho, s.cfg.population.max_offspring)
-        else:
-            log.info("%s: nothing to do: the checkpoint is at iteration %d and run.iterations = %d (raise "
-                     "run.iterations with --set to continue training)", s.out, s.start, s.cfg.run.iterations)
+        stopped = kinds.resolve(kinds.of(s.cfg.to_dict()).stopped)
+        log.info("%s: nothing to do: %s", s.out, stopped(s.cfg, s.history, s.start))
         try:
             done = io.read_results(os.path.join(s.out, io.RESULTS)).get("completed_iterations")
         except io.RunDirError:

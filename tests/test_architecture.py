@@ -52,6 +52,11 @@ def test_the_analysis_layer_does_not_reach_mpi_or_training(module):
     assert not _imports(module) & MPI_SIDE, module
 
 
+@pytest.mark.parametrize("module", sorted(MPI_SIDE))
+def test_training_and_the_experiments_do_not_import_the_analysis_layer(module):
+    assert not _imports(module) & ANALYSIS, module
+
+
 @pytest.mark.parametrize("module", sorted(ANALYSIS))
 def test_no_function_of_the_analysis_layer_is_over_60_lines(module):
     long = [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(_tree(module))

@@ -29,13 +29,16 @@ def test_a_population_finishes_at_its_target_or_cap_and_training_at_its_iteratio
 
 
 def test_every_kind_names_functions_that_exist_and_the_cli_and_scripts_ask_it():
-    """Each kind registers the function `hpc-es train` calls and its cost model's price: both
-    import; `hpc-es kind` prints the kind and its command in one line (jobs/local.sh reads it)."""
+    """Each kind registers the function `hpc-es train` calls, its cost model's price, its closing
+    line and its "nothing to do" reason: all import with the signatures their callers use; `hpc-es kind` prints the kind and its command in one line (jobs/local.sh reads it)."""
     import inspect
     from hpc_es import cli
     for kind in kinds.KINDS.values():
         run, price = kinds.resolve(kind.run), kinds.resolve(kind.price)
         assert callable(run) and list(inspect.signature(price).parameters) == ["s", "iterations", "runs", "rhos"]
+        assert list(inspect.signature(kinds.resolve(kind.summary)).parameters) == ["cfg", "history", "out", "ranks"]
+        assert list(inspect.signature(kinds.resolve(kind.stopped)).parameters) == ["cfg", "history", "start"]
+    assert [k.name for k in kinds.KINDS.values() if k.arms] == ["table1"]  # priced and listed as all its arms
     for name, line in (("table1_small_local", "table1 hpc-es table1"), ("population_small_local", "population hpc-es train"),
                        ("sgd_small_local", "training hpc-es train")):
         assert _kind_line(cli, name) == line
