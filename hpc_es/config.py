@@ -73,8 +73,8 @@ class ESConfig:
                              choices=("full", "limited"))
     bucket_size: int = _opt(5000, "largest bucket of limited perturbation (paper: 5,000); buckets never "
                             "cross a tensor", lo=1, hi=10**9)
-    bucket_choice: str = _opt("uniform", "limited perturbation: draw buckets uniformly (paper) or in "
-                              "proportion to their size; the estimator weights by 1/p either way",
+    bucket_choice: str = _opt("uniform", "limited perturbation: draw buckets uniformly (ours; the paper: 'a randomly chosen "
+                              "bucket') or in proportion to their size; the estimator weights by 1/p either way",
                               choices=BUCKET_CHOICES)
     delta: bool = _opt(True, "limited perturbation: evaluate offspring from cached activations of theta "
                        "(only the layers from the bucket's up)")

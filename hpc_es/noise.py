@@ -104,7 +104,7 @@ class TableSpectrum:
 
 
 def _fft_module():
-    """scipy.fft where installed (the ``stats`` extra; its real FFT of float32 is about twice as
+    """scipy.fft where installed (a core dependency; its real FFT of float32 is about twice as
     fast as numpy's here), else numpy.fft (single precision from numpy 2 on, double before)."""
     try:
         import scipy.fft as fft

@@ -7,7 +7,7 @@ receives the seconds of each phase. The loop (:mod:`hpc_es.train`) then only upd
 validates, logs and checkpoints, whatever the method.
 
   SGDStep         exact gradient of the mini-batch of stream DATA_STREAM (+ L2)
-  ProxyStep       Sec. 3's ES proxy: that gradient plus Gaussian noise at correlation rho
+  ProxyStep       Sec. 4's ES proxy: that gradient plus Gaussian noise at correlation rho
   ESStep          OpenAI-ES, Eq. (1): evaluate this rank's share of offspring, Allgatherv the
                   rewards, aggregate g_ES (sharded over the ranks: one Allgatherv of P floats)
   LimitedESStep   ES with limited perturbation (Sec. 4.1): buckets, delta evaluation
@@ -165,7 +165,7 @@ class SGDStep:
 
 
 class ProxyStep(SGDStep):
-    """Sec. 3's ES proxy: g_true + m g_noise with rho(g_proxy, g_true) = proxy.rho, at SGD cost;
+    """Sec. 4's ES proxy: g_true + m g_noise with rho(g_proxy, g_true) = proxy.rho, at SGD cost;
     g_noise from stream PROXY_STREAM of iteration t. With ``proxy.rho_from`` (ours), iteration t
     takes the rho an ES run measured at its iteration t (read on rank 0, shared), and records it
     as ``rho_target``."""

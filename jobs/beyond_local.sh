@@ -24,7 +24,7 @@ max_jobs=${HPC_ES_JOBS:-$(nproc)}
 export HPC_ES_THREADS=${HPC_ES_THREADS:-1}
 venv=${HPC_ES_VENV:-$home/.venv}  # as jobs/local.sh: the checkout's environment if there is one
 if [ -f "$venv/bin/activate" ]; then . "$venv/bin/activate"; fi
-. "$home/jobs/_run.sh"
+. "$home/jobs/_report.sh"
 sections=("$@")
 [ ${#sections[@]} -gt 0 ] || sections=(paper table1 sigma limited dose layers first_order report)
 for s in "${sections[@]}"; do
@@ -37,10 +37,6 @@ done
 wants() { [[ " ${sections[*]} " == *" $1 "* ]]; }
 
 failed=0
-T1="--set run.iterations=40000 --set run.eval_every=10000 --set run.checkpoint_every=2000 --set run.log_every=5000"
-t1=$root/t1_40k/table1_small_local
-t1_done() { complete "$t1"/{sgd,proxy_0.04,proxy_0.2}-seed{0,1,2,3,4}; }
-
 for c in paper table1 sigma limited dose layers first_order; do  # each section is campaigns/$c.toml
   if wants "$c"; then
     python -m hpc_es campaign run "$home/campaigns/$c.toml" --root "$root" --jobs "$max_jobs" || failed=$((failed + 1))
@@ -59,14 +55,8 @@ units=()  # per-unit costs: this machine's (benchmarks/out) first, then those ke
 for f in "$home/benchmarks/out/units.json" "$home"/docs/runs/units*.json; do
   if [ -f "$f" ]; then units+=(--units "$f"); fi
 done
-dose_dirs=("$root/dose")
-if t1_done; then  # all there: table1 only reads them
-  report "Table 1 at 40,000 iterations" python -m hpc_es table1 table1_small_local --runs 5 $T1 --out "$t1"
-  [ -e "$root/dose/sgd-seed0" ] || dose_dirs+=("$t1")  # Table 1's arms, unless made at 10,000 already
-else
-  echo "== Table 1 at 40,000 iterations: not yet (runs missing or incomplete under $t1)"
-fi
-report "dose-response, small net, at 10,000 iterations" python -m hpc_es dose "${dose_dirs[@]}" \
+report "Table 1 at 40,000 iterations, small net" python -m hpc_es dose "$root/t1_40k" --at 40000 --out "$figs/table1"
+report "dose-response, small net, at 10,000 iterations" python -m hpc_es dose "$root/dose" \
   --at 10000 "${units[@]}" --out "$figs/dose"
 report "limited vs full ES as proxies, tf_tutorial, at 2,000 iterations" python -m hpc_es dose "$root/fig2_tf" "$root/limited_tf" \
   --at 2000 --pair 0.039,0.101 --pair 0.039,0.089 --out "$figs/limited"

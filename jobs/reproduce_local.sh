@@ -11,7 +11,7 @@ ranks=${1:-2}
 root=${HPC_ES_RUNS:-runs}/local
 export HPC_ES_THREADS=${HPC_ES_THREADS:-1}
 
-. "$(dirname "$0")/_run.sh"
+. "$(dirname "$0")/_report.sh"
 
 # the runs: campaigns/local.toml, 2 ranks at a time (a 2-rank run takes both); RANKS is the total
 python -m hpc_es campaign run "$(dirname "$0")/../campaigns/local.toml" --root "$root" --jobs "$ranks"

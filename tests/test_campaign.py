@@ -151,7 +151,7 @@ def test_every_campaign_file_of_the_checkout_is_valid():
 
 
 def test_finished_command_judges_a_run_as_its_overrides_ask(tmp_path):
-    """`hpc-es finished DIR --set ...` (what jobs/_run.sh asks): a 2-iteration run is finished
+    """`hpc-es finished DIR --set ...` (what a script asks before it starts a run): a 2-iteration run is finished
     for its own config, not for a raised run.iterations; no run there is not finished."""
     out = str(tmp_path / "a")
     cfg = config.load("sgd_small_local", TINY).to_dict()

@@ -286,24 +286,3 @@ def test_usr1_then_requeue_checkpoints_and_resumes_to_the_uninterrupted_theta(sl
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert np.array_equal(resumed["theta"], io.read_results(os.path.join(straight, io.RESULTS))["theta"])
 
-
-def test_run_helper_sees_a_raised_iteration_count(tmp_path):
-    """jobs/_run.sh's `complete` judges a finished run as its train arguments would: a run of 3
-    iterations is complete for `--set run.iterations=3` and not for 4 (the resume that raises
-    run.iterations must not be skipped as done)."""
-    out = tmp_path / "run"
-    out.mkdir()
-    cfg = {"run": {"method": "es", "iterations": 3}}
-    io.save_results(str(out), cfg, {"completed_iterations": 3}, {"loss": [1.0, 1.0, 1.0]}, np.zeros(2, np.float32))
-
-    def complete(*train):
-        cmd = f'. "{ROOT}/jobs/_run.sh" && complete "$@"'
-        return subprocess.run(["bash", "-c", cmd, "complete", str(out), *train], env=_env(), timeout=60,
-                              capture_output=True, text=True)
-
-    assert complete().returncode == 0
-    assert complete("--", "--set", "run.seed=1", "--set", "run.iterations=3").returncode == 0
-    raised = complete("--", "--set", "run.iterations=4")
-    assert raised.returncode == 1, raised.stderr
-    assert config.apply_overrides(cfg, ["run.iterations=4"])["run"]["iterations"] == 4
-    assert cfg["run"]["iterations"] == 3  # the stored config is not changed
