@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -271,19 +272,26 @@ def max_int(comm, value):
     return int(comm.allreduce(int(value), op=MPI.MAX))
 
 
-def install_excepthook(comm):
+ABORT_GRACE_S = 1.0  # how long a failing rank waits between its traceback and MPI_Abort
+
+
+def install_excepthook(comm, grace=ABORT_GRACE_S):
     """On an uncaught exception: log rank + traceback, then ``Abort`` so no rank hangs.
 
-    ``python -m mpi4py`` does the same; this covers launches without it.
+    ``python -m mpi4py`` does the same; this covers launches without it. The traceback goes out
+    in one write, then the rank waits ``grace`` seconds before aborting: the launcher's proxy
+    forwards a rank's output over a pipe, and an abort drops what it has not forwarded yet (seen
+    with MPICH's Hydra on a loaded 2-core machine: the header arrived, the traceback did not).
     """
     if comm.Get_size() == 1:
         return
     previous = sys.excepthook
 
     def hook(exc_type, exc, tb):
-        sys.stderr.write(f"[rank {comm.Get_rank()}/{comm.Get_size()}] uncaught exception, aborting job:\n")
-        sys.stderr.write("".join(traceback.format_exception(exc_type, exc, tb)))
+        sys.stderr.write(f"[rank {comm.Get_rank()}/{comm.Get_size()}] uncaught exception, aborting job:\n"
+                         + "".join(traceback.format_exception(exc_type, exc, tb)))
         sys.stderr.flush()
+        time.sleep(grace)
         try:
             comm.Abort(1)
         finally:
