@@ -200,7 +200,7 @@ def table1(ev):
                   statistics="; ".join(f"{a} vs {b}: exact two-sided rank-sum, {t.n[0]} vs {t.n[1]} runs, p = {t.p:.3g} "
                                        f"(smallest possible {t.min_p:.2g})"
                                        for ((a, _), (b, _)), t in zip(zip(order, order[1:]), tests)),
-                  remake="" if group["iteration"] >= 40000 else
+                  remake="" if group["iteration"] >= paper.value("table1_iterations") else
                   "the paper's 40,000 iterations: hpc-es campaign run campaigns/table1.toml (runs not archived)"),
             _equivalence(group, arms, source)]
 
@@ -217,8 +217,9 @@ def _ordered(arms):
 
 def _length(group):
     """Table 1's runs of ``group`` against the paper's 40,000 iterations, in words."""
-    at = group["iteration"]
-    return "small net, 40,000 iterations as the paper's" if at == 40000 else f"small net, {at:,} of the paper's 40,000 iterations"
+    at, paper_at = group["iteration"], paper.value("table1_iterations")
+    return (f"small net, {at:,} iterations as the paper's" if at == paper_at
+            else f"small net, {at:,} of the paper's {paper_at:,} iterations")
 
 
 def _equivalence(group, arms, source):
