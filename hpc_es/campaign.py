@@ -22,6 +22,7 @@ overrides ask: a raised ``run.iterations`` continues it) and leaves alone a dire
 process holds. Runs are continued in place or started from a named theta, never copied. Every
 problem of the file is found before any run starts, naming the file, the entry and the key.
 """
+import fnmatch
 import itertools
 import os
 import signal
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hpc_es import config, io, runs as runs_mod
 
@@ -83,6 +84,27 @@ def load(path, root=None):
             raise CampaignError(f"{path}: {p.dir} needs {missing[0]}, which the campaign does not plan")
     return Campaign(path, raw.get("name", os.path.splitext(os.path.basename(path))[0]), root,
                     raw.get("archive", os.path.join("docs", "runs")), tuple(planned))
+
+
+def only(campaign, patterns):
+    """``campaign`` cut to the runs whose directory matches one of the glob ``patterns`` (e.g.
+    ``fig4_*``), with every run they need; :class:`CampaignError` when a pattern matches none."""
+    if not patterns:
+        return campaign
+    keep = set()
+    for pattern in patterns:
+        hits = {p.dir for p in campaign.runs if fnmatch.fnmatchcase(p.dir, pattern)}
+        if not hits:
+            raise CampaignError(f"{campaign.path}: --only {pattern!r} matches no run directory of the campaign")
+        keep |= hits
+    needs = {p.dir: p.needs for p in campaign.runs}
+    todo = list(keep)
+    while todo:
+        for n in needs[todo.pop()]:
+            if n not in keep:
+                keep.add(n)
+                todo.append(n)
+    return replace(campaign, runs=tuple(p for p in campaign.runs if p.dir in keep))
 
 
 def _expand(path, index, entry, root):

@@ -147,6 +147,9 @@ def _parser():
     camp.add_argument("--jobs", type=_positive, default=1, help="MPI ranks at a time (run; default 1): a run of R "
                       "ranks takes R")
     camp.add_argument("--to", help="archive into this directory (default: the file's archive)")
+    camp.add_argument("--only", action="append", default=[], metavar="GLOB",
+                      help="only the runs whose directory matches GLOB (e.g. 'fig4_*'), and the runs they need; "
+                           "repeatable")
     camp.set_defaults(func=_campaign)
 
     fin = sub.add_parser("finished", help="exit 0 when every run directory given holds a finished run (as "
@@ -342,7 +345,7 @@ def _usage_error(message):
 
 def _campaign(args):
     from hpc_es import campaign
-    plan = campaign.load(args.file, args.root)
+    plan = campaign.only(campaign.load(args.file, args.root), args.only)
     if args.action == "status":
         print("\n".join(campaign.status(plan)))
     elif args.action == "archive":

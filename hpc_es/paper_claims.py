@@ -350,8 +350,8 @@ def nominibatch(ev):
     if arms is None:
         return [_not_run("fig4", "No-mini-batch ES beats mini-batch ES; smoother curves", "Sec. 4.2, Fig. 4",
                          quote, paper_text, "es_nominibatch_tf_paper", ev,
-                         "at local scale: hpc-es campaign run campaigns/local.toml (its fig4 runs), "
-                         "then hpc-es campaign archive campaigns/local.toml")]
+                         "at local scale: hpc-es campaign run campaigns/local.toml --only 'fig4_*' --jobs 2, "
+                         "then hpc-es campaign archive campaigns/local.toml --only 'fig4_*'")]
     (nomb, mb), net, n, its = arms
     base = dict(where="Sec. 4.2, Fig. 4", how="real_es_local", sources=(FIG4_LOCAL,), rule="ordering")
     setting = f"{net}, N = {n:,}, {its:,} iterations"

@@ -33,6 +33,13 @@ def test_a_campaign_expands_its_grid_and_names_every_problem_of_the_file(tmp_pat
         """), root="R")
     assert [p.dir for p in plan.runs] == ["a/sgd_seed0", "a/proxy_seed0", "a/sgd_seed1", "a/proxy_seed1", "b"]
     assert plan.runs[-1].overrides == ("net.theta_from=R/a/sgd_seed0/results.h5",) and plan.root == "R"
+    # --only: the runs a glob names, with the runs they need, in the file's order; a glob matching none is refused
+    assert [p.dir for p in campaign.only(plan, ["b"]).runs] == ["a/sgd_seed0", "b"]
+    assert [p.dir for p in campaign.only(plan, ["a/proxy_*", "a/*_seed1"]).runs] == [
+        "a/proxy_seed0", "a/sgd_seed1", "a/proxy_seed1"]
+    assert campaign.only(plan, []) is plan
+    with pytest.raises(campaign.CampaignError, match="--only 'c\\*' matches no run directory"):
+        campaign.only(plan, ["c*"])
     bad = {
         'name = "t"\n': "expected keys name, root, archive and \\[\\[runs\\]\\]",
         '[[runs]]\ndir = "a"\npreset = "sgd_small_local"\nsets = []\n': "runs entry 1: expected keys dir and preset",
