@@ -240,3 +240,18 @@ def test_fig4_at_local_scale_reads_the_archived_local_runs_with_accuracy_and_smo
     for row in (beats, smooth):
         assert "**reproduced at local scale**" in row and f"p = {p:.3g}" in row and "real ES at local scale" in row
     assert "small, N = 1,000, 100 iterations" in beats and "80.00% median" in beats
+
+
+def test_table1s_40000_iteration_archives_begin_as_the_dose_archives_of_the_same_seeds():
+    """Independent check of the committed archives: Table 1's 40,000-iteration runs and the dose
+    runs at 10,000 share preset, seed and mini-batches, differing only in length and validation
+    schedule, so their first 10,000 losses and their validation at 10,000 must be equal bit for bit
+    (training does not depend on how long a run is asked to be)."""
+    long_root = os.path.join(ROOT, "docs", "runs", "t1_40k", "table1_small_local")
+    for arm in ("sgd", "proxy_0.2", "proxy_0.04"):
+        for seed in range(5):
+            a = io.read_results(os.path.join(long_root, f"{arm}-seed{seed}", io.RESULTS))["history"]
+            b = io.read_results(os.path.join(ROOT, "docs", "runs", "dose", f"{arm}-seed{seed}", io.RESULTS))["history"]
+            assert np.array_equal(np.asarray(a["loss"])[:10000], np.asarray(b["loss"])), (arm, seed)
+            at = list(np.asarray(a["eval_iteration"])).index(10000)
+            assert a["val_accuracy"][at] == b["val_accuracy"][-1], (arm, seed)
