@@ -275,11 +275,11 @@ def max_int(comm, value):
 ABORT_GRACE_S = 1.0  # how long a failing rank waits between its traceback and MPI_Abort
 
 
-def install_excepthook(comm, grace=ABORT_GRACE_S):
+def install_excepthook(comm):
     """On an uncaught exception: log rank + traceback, then ``Abort`` so no rank hangs.
 
     ``python -m mpi4py`` does the same; this covers launches without it. The traceback goes out
-    in one write, then the rank waits ``grace`` seconds before aborting: the launcher's proxy
+    in one write, then the rank waits :data:`ABORT_GRACE_S` before aborting: the launcher's proxy
     forwards a rank's output over a pipe, and an abort drops what it has not forwarded yet (seen
     with MPICH's Hydra on a loaded 2-core machine: the header arrived, the traceback did not).
     """
@@ -291,7 +291,7 @@ def install_excepthook(comm, grace=ABORT_GRACE_S):
         sys.stderr.write(f"[rank {comm.Get_rank()}/{comm.Get_size()}] uncaught exception, aborting job:\n"
                          + "".join(traceback.format_exception(exc_type, exc, tb)))
         sys.stderr.flush()
-        time.sleep(grace)
+        time.sleep(ABORT_GRACE_S)
         try:
             comm.Abort(1)
         finally:

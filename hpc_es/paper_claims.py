@@ -395,7 +395,8 @@ def _roughness(runs):
 
 def _fig4_arms(ev):
     """((no-mini-batch runs, mini-batch runs), net, N, iterations) of the archived local Fig. 4
-    runs (full-perturbation ES without L2, one setting), or None without two runs in each arm."""
+    runs (full-perturbation ES without L2; N and length read from the first), or None without two
+    runs in each arm."""
     runs = [r for r in ev.under(FIG4_LOCAL) if r.config["run"]["method"] == "es"
             and r.config["es"]["perturbation"] == "full" and not r.config["optim"]["l2"]
             and "/fig4_" in "/" + ev.name_of(r)]
